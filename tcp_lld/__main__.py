@@ -1,0 +1,7 @@
+"""`python -m tcp_lld`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""One scan shared by every caller: a per-namespace snapshot file, its lock and its freshness.
+
+The agent runs many pollers at once. Readers of a fresh snapshot only read one file (no lock, no
+JSON). When it is stale, callers queue on an flock; the first one scans and replaces the file
+atomically, the others wake up, find it fresh and read it, so N concurrent callers cause ONE scan.
+
+The directory must be ours alone (see `atomic`); when no such directory can be had, or the lock
+cannot be taken in time, the caller scans for itself rather than fail: a monitor that crashes
+because of its cache is worse than one that scans twice.
+"""
+
+import os
+import time
+from typing import Callable, Optional
+
+from .atomic import ensure_private_directory, read_private_file, write_private_file
+from .record import Record
+
+DEFAULT_TTL = 20.0
+DEFAULT_GRACE = 86400.0
+LOCK_WAIT = 2.0  # below the agent's default 3 s Timeout
+
+Producer = Callable[[Optional[str]], Record]  # memory file path (None: no memory) -> a fresh record
+
+
+def default_directory() -> Optional[str]:
+    """`$TCP_LLD_CACHE_DIR`, else `$XDG_RUNTIME_DIR/tcp-lld`, else `~/.cache/tcp-lld` of our own uid.
+
+    The home directory comes from the password database, not `$HOME`: the agent drops privileges
+    to `zabbix` but keeps root's environment.
+    """
+    explicit = os.environ.get("TCP_LLD_CACHE_DIR")
+    if explicit:
+        return explicit
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return os.path.join(runtime, "tcp-lld")
+    import pwd
+
+    try:
+        home = pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        return None
+    if not home or not os.path.isdir(home) or home == "/":
+        return None
+    return os.path.join(home, ".cache", "tcp-lld")
+
+
+class SnapshotCache:
+    """The cached record of one network namespace, in `directory` (None: no cache)."""
+
+    def __init__(self, directory: Optional[str], namespace_id: int, ttl: float, grace: float) -> None:
+        self.directory = directory
+        self.ttl = ttl
+        self.grace = grace
+        if directory is not None:
+            self.path = os.path.join(directory, f"snapshot-{namespace_id}")
+            self.lock_path = os.path.join(directory, f"snapshot-{namespace_id}.lock")
+            self.memory_path = os.path.join(directory, f"memory-{namespace_id}.json")
+
+    def _fresh(self, not_before: float) -> Optional[Record]:
+        """The stored record if it was scanned after `not_before`, within the TTL, with our grace."""
+        if self.directory is None:
+            return None
+        raw = read_private_file(self.path)
+        record = Record.from_bytes(raw) if raw else None
+        if record is None or record.grace != self.grace:
+            return None
+        now = time.time()
+        if record.started < not_before or not now - self.ttl < record.started <= now + 1:
+            return None
+        return record
+
+    def get(self, produce: Producer, force: bool = False) -> Record:
+        """A fresh record: the cached one, or one produced under the lock by us or a concurrent caller."""
+        asked_at = time.time()
+        not_before = asked_at if force else 0.0
+        record = self._fresh(not_before)
+        if record is not None:
+            return record
+        if self.directory is None or not ensure_private_directory(self.directory):
+            return produce(None)
+        lock = self._lock()
+        if lock is None:
+            return produce(None)
+        try:
+            record = self._fresh(not_before)
+            if record is None:
+                record = produce(self.memory_path)
+                try:
+                    write_private_file(self.path, record.to_bytes())
+                except OSError:
+                    pass  # a full or read-only disk: this caller still gets its answer
+            return record
+        finally:
+            os.close(lock)
+
+    def _lock(self) -> Optional[int]:
+        """An exclusive flock on the lock file, or None if it is not ours or not had in time."""
+        import fcntl
+
+        from .atomic import is_private
+
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            descriptor = os.open(self.lock_path, flags, 0o600)
+        except OSError:
+            return None
+        if not is_private(os.fstat(descriptor)):
+            os.close(descriptor)
+            return None
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return descriptor
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(descriptor)
+                    return None
+                time.sleep(0.005)
+            except OSError:
+                os.close(descriptor)
+                return None

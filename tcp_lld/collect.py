@@ -1,0 +1,29 @@
+"""Scan, merge into the grace-period memory, and pre-render every answer into one record."""
+
+from typing import Optional
+
+from . import discovery, render
+from .host import ephemeral_port_range
+from .memory import Memory
+from .record import Record
+from .scan import scan
+from .snapshot import Snapshot
+
+
+def collect(source: Optional[str], grace: float, memory_path: Optional[str]) -> Record:
+    """A fresh record. With a memory path (held under the cache lock) gone ports are remembered."""
+    result = scan(source)
+    memory = Memory.load(memory_path) if memory_path else Memory({}, {})
+    snapshot = Snapshot.build(result, memory, ephemeral_port_range(), grace)
+    if memory_path:
+        try:
+            memory.save(memory_path)
+        except OSError:
+            pass  # forgetting gone ports early is better than failing the item
+    return Record(
+        result.started,
+        grace,
+        render.master_document(snapshot),
+        render.count_table(snapshot),
+        discovery.inputs(snapshot),
+    )

@@ -1,0 +1,69 @@
+"""One snapshot as the cache stores it: every answer pre-rendered, so readers only copy bytes.
+
+    tcp-lld/1 <scan start> <grace> <len stats> <len counts> <len discovery>\\n<stats><counts><discovery>
+
+`stats` is the master document cut just before the value of `meta.age_seconds`, which a reader
+appends; `counts` is `render.count_table`; `discovery` is JSON of the discovered ports' addresses
+and socket inodes (process names are resolved only when discovery runs). A torn or foreign file
+fails the header check and counts as no cache at all.
+"""
+
+from typing import NamedTuple, Optional, Tuple
+
+MAGIC = b"tcp-lld/1"
+
+
+class Record(NamedTuple):
+    started: float
+    grace: float
+    stats: bytes
+    counts: bytes
+    discovery: bytes
+
+    def to_bytes(self) -> bytes:
+        header = b"%s %r %r %d %d %d\n" % (
+            MAGIC, self.started, self.grace, len(self.stats), len(self.counts), len(self.discovery)
+        )
+        return header + self.stats + self.counts + self.discovery
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Optional["Record"]:
+        end = raw.find(b"\n", 0, 200)
+        fields = raw[:end].split()
+        if end < 0 or len(fields) != 6 or fields[0] != MAGIC:
+            return None
+        try:
+            started, grace = float(fields[1]), float(fields[2])
+            stats_length, counts_length, discovery_length = int(fields[3]), int(fields[4]), int(fields[5])
+        except ValueError:
+            return None
+        body = end + 1
+        if len(raw) != body + stats_length + counts_length + discovery_length:
+            return None
+        counts_start = body + stats_length
+        discovery_start = counts_start + counts_length
+        return cls(started, grace, raw[body:counts_start], raw[counts_start:discovery_start], raw[discovery_start:])
+
+    def stats_document(self, now: float) -> bytes:
+        """The master document with its age filled in."""
+        return self.stats + b"%.3f}}" % max(0.0, now - self.started)
+
+    def ephemeral_range(self) -> Tuple[int, int]:
+        """The `E low high` line of the count table: the namespace's ephemeral port range."""
+        line = self.counts.split(b"\nE ", 1)[1].split(b"\n", 1)[0]
+        low, high = line.split()
+        return int(low), int(high)
+
+    def count(self, line_key: bytes, state_index: Optional[int]) -> Optional[int]:
+        """One count from the table (`b"L80"`, `b"R3306"`, `b"T"`); None if the port is not in it.
+
+        `state_index` is 0..10 in STATE_NAMES order, or None for the sum of every state.
+        """
+        start = self.counts.find(b"\n" + line_key + b" ")
+        if start < 0:
+            return None
+        start += len(line_key) + 2
+        values = self.counts[start : self.counts.index(b"\n", start)].split()
+        if state_index is None:
+            return sum(int(value) for value in values)
+        return int(values[state_index])

@@ -1,0 +1,37 @@
+"""Choose how to read the kernel's socket table: netlink, else procfs on Linux; psutil elsewhere."""
+
+import sys
+from typing import Optional
+
+from ..errors import ScanError, UsageError
+from ..snapshot import ScanResult
+
+SOURCES = ("netlink", "procfs", "psutil")
+
+
+def scan(source: Optional[str] = None) -> ScanResult:
+    """Scan with `source`, or with the best method this system allows.
+
+    On Linux netlink is tried first; a refusal (SELinux, a kernel without inet_diag) falls back to
+    /proc/net/tcp{,6}, which gives the same counts.
+    """
+    if source is not None and source not in SOURCES:
+        raise UsageError(f"unknown scan source {source!r} (use one of: {', '.join(SOURCES)})")
+    if source == "psutil" or (source is None and not sys.platform.startswith("linux")):
+        from . import portable
+
+        return portable.scan()
+    if source == "procfs":
+        from . import procfs
+
+        return procfs.scan()
+    from . import netlink
+
+    try:
+        return netlink.scan()
+    except ScanError:
+        if source == "netlink":
+            raise
+    from . import procfs
+
+    return procfs.scan()
