@@ -1,0 +1,68 @@
+"""`tcp-lld stats`: the master document, checked against the known world for every scan method."""
+
+import json
+
+import pytest
+
+from world import STATES
+
+METHODS = ["netlink", "procfs", "psutil"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ports_hold_exact_counts_for_every_state(world, cli, method):
+    document = cli.json("stats", "--no-cache", "--source", method)
+    assert document["meta"]["source"] == method
+    assert sorted(document["ports"], key=int) == [str(p) for p in sorted(world.SERVICE_PORTS)]
+    for port in world.SERVICE_PORTS:
+        entry = document["ports"][str(port)]
+        assert {state: entry[state] for state in STATES} == world.counts(port), f"port {port}"
+    assert document["total"] == world.totals()
+
+
+def test_every_state_is_present_and_the_order_is_netstat_s(world, cli):
+    document = cli.json("stats")
+    for entry in document["ports"].values():
+        assert list(entry)[: len(STATES)] == list(STATES)
+    assert list(document["total"]) == list(STATES)
+
+
+def test_accept_queue_is_summed_over_listeners(world, cli):
+    ports = cli.json("stats", "--source", "netlink")["ports"]
+    assert (ports["3333"]["accept_queue"], ports["3333"]["accept_queue_max"]) == (1, 0)
+    assert (ports["8080"]["accept_queue"], ports["8080"]["accept_queue_max"]) == (0, 256)  # 2 x 128
+    procfs = cli.json("stats", "--no-cache", "--source", "procfs")["ports"]
+    assert (procfs["3333"]["accept_queue"], procfs["3333"]["accept_queue_max"]) == (1, None)
+
+
+def test_remote_holds_outbound_service_ports_only(world, cli):
+    document = cli.json("stats")
+    low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    outbound = sorted(port for port in world.remote if not low <= port <= high)
+    assert outbound == [2222, 3306, 3333, 8080]  # 5432's clients closed: nothing left there
+    assert sorted(document["remote"], key=int) == [str(port) for port in outbound]
+    for port in outbound:
+        assert document["remote"][str(port)] == world.remote_counts(port)
+
+
+def test_meta_describes_the_scan(world, cli):
+    meta = cli.json("stats", "--no-cache")["meta"]
+    assert meta["source"] == "netlink"
+    assert meta["sockets"] == sum(world.totals().values())
+    assert meta["ports"] == len(world.SERVICE_PORTS)
+    assert 0 <= meta["scan_seconds"] < 5
+    assert 0 <= meta["age_seconds"] < 5
+    assert meta["truncated"] == 0
+    assert set(meta) == {"source", "version", "timestamp", "scan_seconds", "sockets", "ports",
+                         "remote_ports", "truncated", "age_seconds"}
+
+
+def test_a_dependent_item_path_resolves(world, cli):
+    document = cli.json("stats")
+    assert document["ports"]["8080"]["ESTABLISHED"] == world.counts(8080)["ESTABLISHED"] == 7
+
+
+def test_output_is_exactly_one_json_line(world, cli):
+    out = cli.ok("stats")
+    assert out.endswith("}\n") and out.count("\n") == 1
+    json.loads(out)
