@@ -5,9 +5,14 @@ not be able to feed it fake counts or make it write elsewhere, and a reader must
 half-written file: writers create a unique temporary file and rename it over the old one.
 """
 
+from __future__ import annotations
+
 import os
 import stat
-from typing import Optional
+
+TYPE_CHECKING = False  # no `typing` at run time: this module is on the cached path
+if TYPE_CHECKING:
+    from typing import Optional
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

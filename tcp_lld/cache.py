@@ -9,18 +9,23 @@ cannot be taken in time, the caller scans for itself rather than fail: a monitor
 because of its cache is worse than one that scans twice.
 """
 
+from __future__ import annotations
+
 import os
 import time
-from typing import Callable, Optional
 
-from .atomic import ensure_private_directory, read_private_file, write_private_file
+from .atomic import ensure_private_directory, is_private, read_private_file, write_private_file
 from .record import Record
+
+TYPE_CHECKING = False  # no `typing` at run time: this module is on the cached path
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    Producer = Callable[[Optional[str]], Record]  # memory file path (None: no memory) -> a record
 
 DEFAULT_TTL = 20.0
 DEFAULT_GRACE = 86400.0
 LOCK_WAIT = 2.0  # below the agent's default 3 s Timeout
-
-Producer = Callable[[Optional[str]], Record]  # memory file path (None: no memory) -> a fresh record
 
 
 def default_directory() -> Optional[str]:
@@ -98,8 +103,6 @@ class SnapshotCache:
     def _lock(self) -> Optional[int]:
         """An exclusive flock on the lock file, or None if it is not ours or not had in time."""
         import fcntl
-
-        from .atomic import is_private
 
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:

@@ -8,14 +8,18 @@ Arguments are parsed by hand: the cached path must start almost as fast as a bar
 and argparse alone costs several milliseconds.
 """
 
-import os
+from __future__ import annotations
+
 import sys
-from typing import Dict, List, NamedTuple, NoReturn, Optional, Tuple
 
 from . import __version__
 from .cache import DEFAULT_GRACE, DEFAULT_TTL, SnapshotCache, default_directory
 from .errors import TcpLldError, UsageError
 from .record import Record
+
+TYPE_CHECKING = False  # `typing` costs ~15 ms of start-up (re, enum...): only for type checkers
+if TYPE_CHECKING:
+    from typing import Dict, List, NoReturn, Optional, Tuple
 
 USAGE = """\
 usage: tcp-lld [options] discovery [--outbound] [--ports LIST] [--skip-loopback] [--skip-ephemeral]
@@ -105,10 +109,15 @@ def _port(text: str) -> Optional[int]:
     return int(text)
 
 
-class CountQuery(NamedTuple):
-    port: Optional[int]  # None: host total
-    state_index: Optional[int]  # 0..10 in STATE_NAMES order; None: every state
-    remote: bool  # count by remote port ("out") instead of local port ("in")
+class CountQuery:
+    """What `count` was asked: a port (None: host total), a state index (None: all), a direction."""
+
+    __slots__ = ("port", "state_index", "remote")
+
+    def __init__(self, port: Optional[int], state_index: Optional[int], remote: bool) -> None:
+        self.port = port
+        self.state_index = state_index  # 0..10 in STATE_NAMES order
+        self.remote = remote  # count by remote port ("out") instead of local port ("in")
 
 
 def _count_query(arguments: List[str]) -> CountQuery:

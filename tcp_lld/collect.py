@@ -12,9 +12,10 @@ from .snapshot import Snapshot
 
 def collect(source: Optional[str], grace: float, memory_path: Optional[str]) -> Record:
     """A fresh record. With a memory path (held under the cache lock) gone ports are remembered."""
-    result = scan(source)
+    ephemeral = ephemeral_port_range()
+    result = scan(source, ephemeral)
     memory = Memory.load(memory_path) if memory_path else Memory({}, {})
-    snapshot = Snapshot.build(result, memory, ephemeral_port_range(), grace)
+    snapshot = Snapshot.build(result, memory, ephemeral, grace)
     if memory_path:
         try:
             memory.save(memory_path)

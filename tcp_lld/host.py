@@ -1,7 +1,12 @@
 """Facts about the network namespace this process runs in."""
 
+from __future__ import annotations
+
 import os
-from typing import Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Tuple
 
 PROC = "/proc"
 DEFAULT_EPHEMERAL = (32768, 60999)  # the kernel's default net.ipv4.ip_local_port_range

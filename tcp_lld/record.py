@@ -8,17 +8,26 @@ and socket inodes (process names are resolved only when discovery runs). A torn 
 fails the header check and counts as no cache at all.
 """
 
-from typing import NamedTuple, Optional, Tuple
+from __future__ import annotations
+
+TYPE_CHECKING = False  # no `typing` at run time: this module is on the cached path
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 MAGIC = b"tcp-lld/1"
 
 
-class Record(NamedTuple):
-    started: float
-    grace: float
-    stats: bytes
-    counts: bytes
-    discovery: bytes
+class Record:
+    """A scan's pre-rendered answers."""
+
+    __slots__ = ("started", "grace", "stats", "counts", "discovery")
+
+    def __init__(self, started: float, grace: float, stats: bytes, counts: bytes, discovery: bytes) -> None:
+        self.started = started  # Unix time the scan started
+        self.grace = grace  # the grace period it was made with
+        self.stats = stats
+        self.counts = counts
+        self.discovery = discovery
 
     def to_bytes(self) -> bytes:
         header = b"%s %r %r %d %d %d\n" % (
@@ -27,7 +36,7 @@ class Record(NamedTuple):
         return header + self.stats + self.counts + self.discovery
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Optional["Record"]:
+    def from_bytes(cls, raw: bytes) -> Optional[Record]:
         end = raw.find(b"\n", 0, 200)
         fields = raw[:end].split()
         if end < 0 or len(fields) != 6 or fields[0] != MAGIC:

@@ -10,7 +10,7 @@ import orjson
 
 from . import __version__
 from .errors import TcpLldError
-from .snapshot import Snapshot, counts_for, ports_in, totals
+from .snapshot import Snapshot, counts_for, ports_in
 from .states import STATE_NAMES
 
 #: The agent refuses values over 512 KiB; stay clear of it, with room for the age digits.
@@ -78,7 +78,7 @@ def master_document(snapshot: Snapshot, limit: int = MAX_DOCUMENT_BYTES) -> byte
     remote = {port: counts_for(result.remote, port) for port in snapshot.remote_ports}
     document: MasterDocument = {
         "ports": port_entries(snapshot),
-        "total": state_counts(totals(result.local)),
+        "total": state_counts(result.totals),
         "remote": {str(port): state_counts(counts) for port, counts in remote.items()},
         "meta": {
             "source": result.source,
@@ -137,7 +137,7 @@ def count_table(snapshot: Snapshot) -> bytes:
     low, high = snapshot.ephemeral
     local_ports = set(snapshot.ports)
     local_ports.update(port for port in ports_in(result.local) if not low <= port <= high)
-    lines = [f"E {low} {high}", f"T {' '.join(map(str, totals(result.local)))}"]
+    lines = [f"E {low} {high}", f"T {' '.join(map(str, result.totals))}"]
     lines += [f"L{port} {' '.join(map(str, counts_for(result.local, port)))}" for port in sorted(local_ports)]
     lines += [f"R{port} {' '.join(map(str, counts_for(result.remote, port)))}" for port in snapshot.remote_ports]
     return ("\n" + "\n".join(lines) + "\n").encode("ascii")

@@ -34,10 +34,11 @@ class ScanResult(NamedTuple):
     listeners: List[Listener]
     started: float  # Unix time the scan started
     seconds: float  # how long it took
+    totals: List[int]  # sockets per state, host-wide (the tallies may leave ephemeral ports out)
 
     @property
     def sockets(self) -> int:
-        return sum(self.local.values())
+        return sum(self.totals)
 
 def counts_for(tally: "Counter[int]", port: int) -> List[int]:
     """The 11 state counts of one port, in `STATE_NAMES` order."""
@@ -59,8 +60,8 @@ def listening_ports(result: ScanResult) -> Dict[int, List[Listener]]:
         by_port.setdefault(listener.port, []).append(listener)
     return by_port
 
-def totals(tally: "Counter[int]") -> List[int]:
-    """Host-wide counts per state: every socket has exactly one local port."""
+def state_totals(tally: "Counter[int]") -> List[int]:
+    """Counts per state of a complete tally: every socket has exactly one local port."""
     per_state = [0] * STATE_COUNT
     for key, count in tally.items():
         per_state[(key & 0xF) - 1] += count

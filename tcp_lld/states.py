@@ -5,7 +5,11 @@ Numbers are the kernel's (`include/net/tcp_states.h`); they are also what sock_d
 recipes and the master document use.
 """
 
-from typing import Dict, Optional, Tuple
+from __future__ import annotations
+
+TYPE_CHECKING = False  # no `typing` at run time: `count` is on the cached path
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Tuple
 
 #: Canonical state names, indexed by kernel state number - 1 (TCP_ESTABLISHED = 1 ... TCP_CLOSING = 11).
 STATE_NAMES: Tuple[str, ...] = (

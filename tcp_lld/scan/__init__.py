@@ -1,7 +1,7 @@
 """Choose how to read the kernel's socket table: netlink, else procfs on Linux; psutil elsewhere."""
 
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..errors import ScanError, UsageError
 from ..snapshot import ScanResult
@@ -9,11 +9,12 @@ from ..snapshot import ScanResult
 SOURCES = ("netlink", "procfs", "psutil")
 
 
-def scan(source: Optional[str] = None) -> ScanResult:
+def scan(source: Optional[str] = None, ephemeral: Optional[Tuple[int, int]] = None) -> ScanResult:
     """Scan with `source`, or with the best method this system allows.
 
     On Linux netlink is tried first; a refusal (SELinux, a kernel without inet_diag) falls back to
-    /proc/net/tcp{,6}, which gives the same counts.
+    /proc/net/tcp{,6}, which gives the same counts. `ephemeral` lets netlink skip counting
+    TIME_WAIT sockets by port on non-listening ephemeral ports (see `netlink.scan`).
     """
     if source is not None and source not in SOURCES:
         raise UsageError(f"unknown scan source {source!r} (use one of: {', '.join(SOURCES)})")
@@ -28,7 +29,7 @@ def scan(source: Optional[str] = None) -> ScanResult:
     from . import netlink
 
     try:
-        return netlink.scan()
+        return netlink.scan(ephemeral)
     except ScanError:
         if source == "netlink":
             raise

@@ -10,7 +10,7 @@ from collections import Counter
 from typing import List
 
 from ..errors import ScanError
-from ..snapshot import PORT_SHIFT, Listener, ScanResult
+from ..snapshot import PORT_SHIFT, Listener, ScanResult, state_totals
 from ..states import LISTEN, STATE_NAMES
 
 _STATE_NUMBERS = {name: number for number, name in enumerate(STATE_NAMES, start=1)}
@@ -40,4 +40,4 @@ def scan() -> ScanResult:
             listeners.append(Listener(port, family, connection.laddr.ip, 0, None, None))
         elif connection.raddr:
             remote[connection.raddr.port << PORT_SHIFT | state] += 1
-    return ScanResult("psutil", local, remote, listeners, started, time.perf_counter() - clock)
+    return ScanResult("psutil", local, remote, listeners, started, time.perf_counter() - clock, state_totals(local))

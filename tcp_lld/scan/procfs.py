@@ -20,7 +20,7 @@ from collections import Counter
 from typing import List
 
 from ..errors import ParseError, ScanError
-from ..snapshot import PORT_SHIFT, Listener, ScanResult
+from ..snapshot import PORT_SHIFT, Listener, ScanResult, state_totals
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV
 
 #: Where /proc is mounted; tests point it at a fixture tree, as psutil's PROCFS_PATH does.
@@ -86,4 +86,4 @@ def scan(procfs_path: str = "") -> ScanResult:
                 raise ScanError(f"procfs: {path} does not exist") from None
         except OSError as error:
             raise ScanError(f"procfs: cannot read {path}: {error.strerror}") from None
-    return ScanResult("procfs", local, remote, listeners, started, time.perf_counter() - clock)
+    return ScanResult("procfs", local, remote, listeners, started, time.perf_counter() - clock, state_totals(local))

@@ -3,7 +3,7 @@
 import pytest
 
 from tcp_lld.scan import scan
-from tcp_lld.snapshot import counts_for, totals
+from tcp_lld.snapshot import counts_for
 from tcp_lld.states import STATE_NAMES
 
 METHODS = ["netlink", "procfs", "psutil"]
@@ -19,7 +19,7 @@ def test_local_port_counts_match_the_world(world, method):
     assert result.source == method
     for port in world.SERVICE_PORTS:
         assert named(counts_for(result.local, port)) == world.counts(port), f"port {port}"
-    assert named(totals(result.local)) == world.totals()
+    assert named(result.totals) == world.totals()
     assert result.sockets == sum(world.totals().values())
 
 
@@ -52,8 +52,20 @@ def test_procfs_sees_the_queue_but_not_the_backlog(world):
 
 
 def test_all_methods_agree_on_every_port(world):
+    """Including the clients' ephemeral ports: with no ephemeral range given nothing is sieved."""
     tallies = {method: scan(method) for method in METHODS}
     reference = tallies["netlink"]
     for method, result in tallies.items():
         assert result.local == reference.local, method
         assert result.remote == reference.remote, method
+        assert result.totals == reference.totals, method
+
+
+def test_the_ephemeral_sieve_keeps_service_ports_and_totals(world):
+    """TIME_WAIT on non-listening ephemeral ports is left out of the tallies, never out of totals."""
+    full = scan("netlink")
+    sieved = scan("netlink", ephemeral=(1024, 65535))
+    assert sieved.totals == full.totals
+    for port in world.SERVICE_PORTS:
+        assert counts_for(sieved.local, port) == counts_for(full.local, port), port
+        assert counts_for(sieved.remote, port) == counts_for(full.remote, port), port

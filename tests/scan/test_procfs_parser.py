@@ -7,7 +7,7 @@ import pytest
 
 from tcp_lld.errors import ParseError, ScanError
 from tcp_lld.scan import procfs
-from tcp_lld.snapshot import counts_for, totals
+from tcp_lld.snapshot import counts_for
 from tcp_lld.states import STATE_NAMES
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "procfs"
@@ -24,7 +24,7 @@ def test_captured_world_parses_to_the_known_counts():
         assert named(counts_for(result.local, int(port))) == counts, port
     for port, counts in expected["remote"].items():
         assert named(counts_for(result.remote, int(port))) == counts, port
-    assert named(totals(result.local)) == expected["totals"]
+    assert named(result.totals) == expected["totals"]
 
 
 def test_addresses_are_decoded_from_host_byte_order():
