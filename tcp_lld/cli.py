@@ -188,11 +188,11 @@ def run(argv: List[str]) -> bytes:
         return record.stats_document(time.time())
     if query is not None:
         return b"%d" % _count(record, query)
-    from . import render
+    from .render import lld
 
     if "--outbound" in options:
-        return render.lld(discovery.outbound_rows(record.discovery, filters))
-    return render.lld(discovery.listening_rows(record.discovery, filters))
+        return lld(discovery.outbound_rows(record.discovery, filters))
+    return lld(discovery.listening_rows(record.discovery, record.ephemeral_range(), filters))
 
 
 def _fail(message: str, status: int) -> NoReturn:

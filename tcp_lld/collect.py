@@ -1,20 +1,24 @@
 """Scan, merge into the grace-period memory, and pre-render every answer into one record."""
 
-from typing import Optional
+from __future__ import annotations
 
-from . import discovery, render
+from . import render
 from .host import ephemeral_port_range
 from .memory import Memory
 from .record import Record
 from .scan import scan
 from .snapshot import Snapshot
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
+
 
 def collect(source: Optional[str], grace: float, memory_path: Optional[str]) -> Record:
     """A fresh record. With a memory path (held under the cache lock) gone ports are remembered."""
     ephemeral = ephemeral_port_range()
     result = scan(source, ephemeral)
-    memory = Memory.load(memory_path) if memory_path else Memory({}, {})
+    memory = Memory.load(memory_path) if memory_path else Memory()
     snapshot = Snapshot.build(result, memory, ephemeral, grace)
     if memory_path:
         try:
@@ -26,5 +30,5 @@ def collect(source: Optional[str], grace: float, memory_path: Optional[str]) -> 
         grace,
         render.master_document(snapshot),
         render.count_table(snapshot),
-        discovery.inputs(snapshot),
+        render.discovery_inputs(snapshot),
     )

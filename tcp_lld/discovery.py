@@ -1,26 +1,47 @@
-"""Listening ports -> Zabbix LLD rows: one row per port, IPv4 and IPv6 binds merged.
+"""Discovered ports -> Zabbix LLD rows: one row per port, IPv4 and IPv6 binds merged.
 
-The scan stores `inputs` (addresses, families and socket inodes of every discovered port) in the
-cache; process names and service names are looked up only here, when discovery actually runs.
+A scan stores each discovered port's addresses, families and socket inodes in the cache record
+(`render.discovery_inputs`); process and service names are looked up only here, when discovery
+actually runs (hourly), never on the scan path.
 """
 
-import ipaddress
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from __future__ import annotations
 
-import orjson
+import ipaddress
 
 from .errors import UsageError
-from .snapshot import Snapshot
+from .processes import owners
 
-PortRanges = List[Tuple[int, int]]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable, List, Optional, Tuple
+
+    PortRanges = List[Tuple[int, int]]
 
 
-class Filters(NamedTuple):
+class Filters:
     """What an admin may narrow discovery to; by default every listening port is discovered."""
 
-    ports: Optional[PortRanges] = None  # only these ports
-    skip_loopback: bool = False  # skip ports bound only to loopback addresses
-    skip_ephemeral: bool = False  # skip listeners inside net.ipv4.ip_local_port_range
+    def __init__(self, ports: Optional[PortRanges] = None, skip_loopback: bool = False,
+                 skip_ephemeral: bool = False) -> None:
+        self.ports = ports  # only these ports
+        self.skip_loopback = skip_loopback  # skip ports bound only to loopback addresses
+        self.skip_ephemeral = skip_ephemeral  # skip listeners inside net.ipv4.ip_local_port_range
+
+    def wants(self, port: int) -> bool:
+        return self.ports is None or any(low <= port <= high for low, high in self.ports)
+
+
+class StoredPort:
+    """A discovered port as the scan stored it."""
+
+    def __init__(self, line: str) -> None:
+        _, port, listening, addresses, families, inodes = line.split()
+        self.port = int(port)
+        self.listening = listening == "1"
+        self.addresses = addresses.split(",")
+        self.families = families.split(",")
+        self.inodes = [] if inodes == "-" else [int(inode) for inode in inodes.split(",")]
 
 
 def parse_port_ranges(text: str) -> PortRanges:
@@ -44,37 +65,14 @@ def parse_port_ranges(text: str) -> PortRanges:
     return ranges
 
 
-def inputs(snapshot: Snapshot) -> bytes:
-    """What discovery needs from a scan, stored in the cache record."""
-    listening = []
-    for port in snapshot.ports:
-        sockets = snapshot.listening.get(port)
-        if sockets:
-            addresses = sorted({s.address for s in sockets})
-            families = sorted({s.family for s in sockets})
-            inodes = sorted({s.inode for s in sockets if s.inode})
-        else:
-            remembered = snapshot.gone[port]
-            addresses, families, inodes = remembered.addresses, remembered.families, []
-        listening.append(
-            {"port": port, "addresses": addresses, "families": families, "inodes": inodes, "listening": bool(sockets)}
-        )
-    return orjson.dumps({"listening": listening, "outbound": snapshot.remote_ports, "ephemeral": snapshot.ephemeral})
-
-
 def scope(addresses: Iterable[str]) -> str:
     """`any` for a wildcard bind, `loopback` when only loopback addresses, else `address`."""
     parsed = [ipaddress.ip_address(address) for address in addresses]
     if any(address.is_unspecified for address in parsed):
         return "any"
-    if all(_is_loopback(address) for address in parsed):
+    if all((getattr(address, "ipv4_mapped", None) or address).is_loopback for address in parsed):
         return "loopback"
     return "address"
-
-
-def _is_loopback(address: "ipaddress.IPv4Address | ipaddress.IPv6Address") -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
 
 
 def service_name(port: int) -> str:
@@ -87,46 +85,40 @@ def service_name(port: int) -> str:
         return ""
 
 
-def _wanted(port: int, ranges: Optional[PortRanges]) -> bool:
-    return ranges is None or any(low <= port <= high for low, high in ranges)
-
-
-def listening_rows(stored: bytes, filters: Filters) -> List[Dict[str, str]]:
+def listening_rows(stored: bytes, ephemeral: Tuple[int, int], filters: Filters) -> List[Dict[str, str]]:
     """LLD rows of listening (and recently gone) ports, with process and service names."""
-    from .processes import owners
-
-    document = orjson.loads(stored)
-    low, high = document["ephemeral"]
+    low, high = ephemeral
     ports = [
-        entry
-        for entry in document["listening"]
-        if _wanted(entry["port"], filters.ports)
-        and not (filters.skip_ephemeral and low <= entry["port"] <= high)
-        and not (filters.skip_loopback and scope(entry["addresses"]) == "loopback")
+        StoredPort(line)
+        for line in stored.decode("ascii").splitlines()
+        if line.startswith("P ")
     ]
-    names = owners(inode for entry in ports for inode in entry["inodes"])
-    rows = []
-    for entry in ports:
-        processes = sorted({names[inode] for inode in entry["inodes"] if names.get(inode)})
-        rows.append(
-            {
-                "{#PORT}": str(entry["port"]),
-                "{#ADDRESS}": ",".join(entry["addresses"]),
-                "{#FAMILY}": ",".join(f"ipv{family}" for family in entry["families"]),
-                "{#SCOPE}": scope(entry["addresses"]),
-                "{#PROCESS}": ",".join(processes),
-                "{#SERVICE}": service_name(entry["port"]),
-                "{#STATUS}": "listening" if entry["listening"] else "gone",
-            }
-        )
-    return rows
+    ports = [
+        port for port in ports
+        if filters.wants(port.port)
+        and not (filters.skip_ephemeral and low <= port.port <= high)
+        and not (filters.skip_loopback and scope(port.addresses) == "loopback")
+    ]
+    names = owners(inode for port in ports for inode in port.inodes)
+    return [
+        {
+            "{#PORT}": str(port.port),
+            "{#ADDRESS}": ",".join(port.addresses),
+            "{#FAMILY}": ",".join(f"ipv{family}" for family in port.families),
+            "{#SCOPE}": scope(port.addresses),
+            "{#PROCESS}": ",".join(sorted({names[inode] for inode in port.inodes if names.get(inode)})),
+            "{#SERVICE}": service_name(port.port),
+            "{#STATUS}": "listening" if port.listening else "gone",
+        }
+        for port in ports
+    ]
 
 
 def outbound_rows(stored: bytes, filters: Filters) -> List[Dict[str, str]]:
     """LLD rows of outbound service ports (remote ports outside the ephemeral range)."""
-    document = orjson.loads(stored)
+    line = next(line for line in stored.decode("ascii").splitlines() if line.startswith("O"))
     return [
-        {"{#PORT}": str(port), "{#SERVICE}": service_name(port)}
-        for port in document["outbound"]
-        if _wanted(port, filters.ports)
+        {"{#PORT}": port, "{#SERVICE}": service_name(int(port))}
+        for port in line.split()[1:]
+        if filters.wants(int(port))
     ]

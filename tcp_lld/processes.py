@@ -5,8 +5,13 @@ agent's `zabbix`) only our own processes' descriptors are readable; others stay 
 what `ss -p` shows too without root.
 """
 
+from __future__ import annotations
+
 import os
-from typing import Dict, Iterable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable
 
 PROC = "/proc"
 

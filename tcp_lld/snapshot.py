@@ -3,49 +3,70 @@
 A scan method produces a `ScanResult`: tallies keyed by `port << 4 | state`, so that a scan of
 100k sockets builds no Python object per socket, plus the few listening sockets in full (their
 addresses, inode and accept queue are needed for discovery and for the queue items).
+
+Plain classes rather than `typing.NamedTuple`: importing `typing` costs ~14 ms per process, more
+than a third of a whole scan's parsing at 100k sockets.
 """
 
-from collections import Counter
-from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple
+from __future__ import annotations
 
 from .states import STATE_COUNT
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections import Counter
+    from typing import Dict, List, Optional, Tuple
+
     from .memory import Memory, Remembered
 
 PORT_SHIFT = 4  # tally key = port << PORT_SHIFT | kernel state number (1..11)
 
-class Listener(NamedTuple):
+
+class Listener:
     """One listening socket."""
 
-    port: int
-    family: int  # 4 or 6
-    address: str  # as `ss` prints it: 0.0.0.0, ::, 127.0.0.1, ::ffff:127.0.0.1
-    inode: int  # 0 when the method cannot see it
-    queue: Optional[int]  # connections waiting for accept(); None when the method cannot see it
-    backlog: Optional[int]  # the listen() backlog limit; None when the method cannot see it
+    __slots__ = ("port", "family", "address", "inode", "queue", "backlog")
 
-class ScanResult(NamedTuple):
+    def __init__(self, port: int, family: int, address: str, inode: int,
+                 queue: Optional[int], backlog: Optional[int]) -> None:
+        self.port = port
+        self.family = family  # 4 or 6
+        self.address = address  # as `ss` prints it: 0.0.0.0, ::, 127.0.0.1, ::ffff:127.0.0.1
+        self.inode = inode  # 0 when the method cannot see it
+        self.queue = queue  # connections waiting for accept(); None when the method cannot see it
+        self.backlog = backlog  # the listen() backlog limit; None when the method cannot see it
+
+    def __repr__(self) -> str:
+        return f"Listener({self.address}:{self.port} ipv{self.family} queue={self.queue}/{self.backlog})"
+
+
+class ScanResult:
     """The raw result of one scan method: everything later steps need, nothing per socket."""
 
-    source: str  # netlink | procfs | psutil
-    local: "Counter[int]"  # port << 4 | state -> sockets whose LOCAL port is port
-    remote: "Counter[int]"  # port << 4 | state -> sockets whose REMOTE port is port (no listeners)
-    listeners: List[Listener]
-    started: float  # Unix time the scan started
-    seconds: float  # how long it took
-    totals: List[int]  # sockets per state, host-wide (the tallies may leave ephemeral ports out)
+    __slots__ = ("source", "local", "remote", "listeners", "started", "seconds", "totals")
+
+    def __init__(self, source: str, local: Counter[int], remote: Counter[int], listeners: List[Listener],
+                 started: float, seconds: float, totals: List[int]) -> None:
+        self.source = source  # netlink | procfs | psutil
+        self.local = local  # port << 4 | state -> sockets whose LOCAL port is port
+        self.remote = remote  # port << 4 | state -> sockets whose REMOTE port is port (no listeners)
+        self.listeners = listeners
+        self.started = started  # Unix time the scan started
+        self.seconds = seconds  # how long it took
+        self.totals = totals  # sockets per state, host-wide (tallies may leave ephemeral ports out)
 
     @property
     def sockets(self) -> int:
         return sum(self.totals)
 
-def counts_for(tally: "Counter[int]", port: int) -> List[int]:
+
+def counts_for(tally: Counter[int], port: int) -> List[int]:
     """The 11 state counts of one port, in `STATE_NAMES` order."""
     base = port << PORT_SHIFT
     return [tally.get(base | state, 0) for state in range(1, STATE_COUNT + 1)]
 
-def ports_in(tally: "Counter[int]") -> Dict[int, int]:
+
+def ports_in(tally: Counter[int]) -> Dict[int, int]:
     """Port -> number of sockets, for every port with at least one socket in `tally`."""
     sockets_by_port: Dict[int, int] = {}
     for key, count in tally.items():
@@ -53,14 +74,8 @@ def ports_in(tally: "Counter[int]") -> Dict[int, int]:
         sockets_by_port[port] = sockets_by_port.get(port, 0) + count
     return sockets_by_port
 
-def listening_ports(result: ScanResult) -> Dict[int, List[Listener]]:
-    """Port -> its listening sockets (a port bound on IPv4 and IPv6 has two)."""
-    by_port: Dict[int, List[Listener]] = {}
-    for listener in result.listeners:
-        by_port.setdefault(listener.port, []).append(listener)
-    return by_port
 
-def state_totals(tally: "Counter[int]") -> List[int]:
+def state_totals(tally: Counter[int]) -> List[int]:
     """Counts per state of a complete tally: every socket has exactly one local port."""
     per_state = [0] * STATE_COUNT
     for key, count in tally.items():
@@ -68,14 +83,18 @@ def state_totals(tally: "Counter[int]") -> List[int]:
     return per_state
 
 
-class Snapshot(NamedTuple):
+class Snapshot:
     """A scan plus the grace-period memory: the ports that items exist for."""
 
-    result: ScanResult
-    listening: Dict[int, List[Listener]]  # ports listening now
-    gone: Dict[int, "Remembered"]  # ports that stopped listening within the grace period
-    remote_ports: List[int]  # outbound service ports, sorted
-    ephemeral: Tuple[int, int]
+    __slots__ = ("result", "listening", "gone", "remote_ports", "ephemeral")
+
+    def __init__(self, result: ScanResult, listening: Dict[int, List[Listener]], gone: Dict[int, Remembered],
+                 remote_ports: List[int], ephemeral: Tuple[int, int]) -> None:
+        self.result = result
+        self.listening = listening  # ports listening now -> their sockets
+        self.gone = gone  # ports that stopped listening within the grace period
+        self.remote_ports = remote_ports  # outbound service ports, sorted
+        self.ephemeral = ephemeral
 
     @property
     def ports(self) -> List[int]:
@@ -83,13 +102,15 @@ class Snapshot(NamedTuple):
         return sorted({*self.listening, *self.gone})
 
     @classmethod
-    def build(cls, result: ScanResult, memory: "Memory", ephemeral: Tuple[int, int], grace: float) -> "Snapshot":
+    def build(cls, result: ScanResult, memory: Memory, ephemeral: Tuple[int, int], grace: float) -> Snapshot:
         """Merge the scan into `memory` (updated in place) and keep what is still within `grace`."""
         from .memory import Remembered
 
         now = result.started
         low, high = ephemeral
-        listening = listening_ports(result)
+        listening: Dict[int, List[Listener]] = {}
+        for listener in result.listeners:
+            listening.setdefault(listener.port, []).append(listener)
         for port, sockets in listening.items():
             memory.listening[port] = Remembered(
                 now, sorted({s.address for s in sockets}), sorted({s.family for s in sockets})

@@ -1,10 +1,15 @@
 """Choose how to read the kernel's socket table: netlink, else procfs on Linux; psutil elsewhere."""
 
+from __future__ import annotations
+
 import sys
-from typing import Optional, Tuple
 
 from ..errors import ScanError, UsageError
 from ..snapshot import ScanResult
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 SOURCES = ("netlink", "procfs", "psutil")
 

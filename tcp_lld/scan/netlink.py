@@ -17,16 +17,24 @@ Layouts: `include/uapi/linux/netlink.h` (nlmsghdr), `include/uapi/linux/inet_dia
 (inet_diag_req, inet_diag_req_v2, inet_diag_msg), `include/uapi/linux/sock_diag.h`.
 """
 
+from __future__ import annotations
+
 import socket
 import struct
 import time
 from collections import Counter
 from itertools import compress
-from typing import Callable, List, Optional, Tuple
 
 from ..errors import ScanError
 from ..snapshot import PORT_SHIFT, Listener, ScanResult
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV, TIME_WAIT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Tuple
+
+    Tally = Counter[int]
+    OnBuffer = Callable[[memoryview, int], bool]  # (the whole buffer, bytes received) -> done?
 
 NETLINK_SOCK_DIAG = 4
 TCPDIAG_GETSOCK = 18  # legacy request: one dump covers IPv4 and IPv6
@@ -52,8 +60,6 @@ _ERRNO = struct.Struct("<i")
 BUFFER_SIZE = 64 * 1024  # the kernel sends at most 32 KiB of a dump per read
 SOCKET_BUFFER = 4 << 20
 
-Tally = "Counter[int]"
-OnBuffer = Callable[[memoryview, int], bool]  # (the whole buffer, bytes received) -> done?
 
 
 def _swap16(value: int) -> int:

@@ -4,14 +4,19 @@ Never used on Linux unless asked for: `psutil.net_connections` maps every socket
 reading every open file descriptor of every process, which is ~10x slower than netlink.
 """
 
+from __future__ import annotations
+
 import socket
 import time
 from collections import Counter
-from typing import List
 
 from ..errors import ScanError
 from ..snapshot import PORT_SHIFT, Listener, ScanResult, state_totals
 from ..states import LISTEN, STATE_NAMES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
 
 _STATE_NUMBERS = {name: number for number, name in enumerate(STATE_NAMES, start=1)}
 

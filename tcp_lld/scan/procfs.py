@@ -12,16 +12,21 @@ Addresses are hex words in host byte order; ports are hex in network order; for 
 rx_queue is the accept queue length.
 """
 
+from __future__ import annotations
+
 import os
 import socket
 import sys
 import time
 from collections import Counter
-from typing import List
 
 from ..errors import ParseError, ScanError
 from ..snapshot import PORT_SHIFT, Listener, ScanResult, state_totals
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
 
 #: Where /proc is mounted; tests point it at a fixture tree, as psutil's PROCFS_PATH does.
 PROCFS_PATH = "/proc"
