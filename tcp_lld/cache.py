@@ -28,11 +28,16 @@ DEFAULT_GRACE = 86400.0
 LOCK_WAIT = 2.0  # below the agent's default 3 s Timeout
 
 
-def default_directory() -> Optional[str]:
-    """`$TCP_LLD_CACHE_DIR`, else `$XDG_RUNTIME_DIR/tcp-lld`, else `~/.cache/tcp-lld` of our own uid.
+SYSTEM_DIRECTORY = "/var/cache/tcp-lld"  # made by scripts/install for the agent's user
 
-    The home directory comes from the password database, not `$HOME`: the agent drops privileges
-    to `zabbix` but keeps root's environment.
+
+def default_directory() -> Optional[str]:
+    """Where this user's snapshots live, or None (no cache: scan on every call).
+
+    `$TCP_LLD_CACHE_DIR`; else `$XDG_RUNTIME_DIR/tcp-lld`; else /var/cache/tcp-lld when it is ours
+    (the installer makes it for `zabbix`, whose home on Debian is /nonexistent); else
+    `~/.cache/tcp-lld`, with the home directory from the password database, not `$HOME`: the agent
+    drops privileges to `zabbix` but keeps root's environment.
     """
     explicit = os.environ.get("TCP_LLD_CACHE_DIR")
     if explicit:
@@ -40,13 +45,18 @@ def default_directory() -> Optional[str]:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime):
         return os.path.join(runtime, "tcp-lld")
+    try:
+        if is_private(os.lstat(SYSTEM_DIRECTORY)):
+            return SYSTEM_DIRECTORY
+    except OSError:
+        pass
     import pwd
 
     try:
         home = pwd.getpwuid(os.geteuid()).pw_dir
     except KeyError:
         return None
-    if not home or not os.path.isdir(home) or home == "/":
+    if not home or home == "/" or not os.path.isdir(home):
         return None
     return os.path.join(home, ".cache", "tcp-lld")
 
@@ -61,7 +71,7 @@ class SnapshotCache:
         if directory is not None:
             self.path = os.path.join(directory, f"snapshot-{namespace_id}")
             self.lock_path = os.path.join(directory, f"snapshot-{namespace_id}.lock")
-            self.memory_path = os.path.join(directory, f"memory-{namespace_id}.json")
+            self.memory_path = os.path.join(directory, f"memory-{namespace_id}")
 
     def _fresh(self, not_before: float) -> Optional[Record]:
         """The stored record if it was scanned after `not_before`, within the TTL, with our grace."""
