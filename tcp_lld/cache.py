@@ -106,9 +106,20 @@ class SnapshotCache:
                     write_private_file(self.path, record.to_bytes())
                 except OSError:
                     pass  # a full or read-only disk: this caller still gets its answer
+                self._remove_orphans(record.started)
             return record
         finally:
             os.close(lock)
+
+    def _remove_orphans(self, now: float) -> None:
+        """Temporary files of writers that were killed mid-write (the agent kills slow items)."""
+        try:
+            for name in os.listdir(self.directory):
+                path = os.path.join(self.directory, name)
+                if name.endswith(".tmp") and os.lstat(path).st_mtime < now - 60:
+                    os.unlink(path)
+        except OSError:
+            pass
 
     def _lock(self) -> Optional[int]:
         """An exclusive flock on the lock file, or None if it is not ours or not had in time."""

@@ -11,8 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from netns import private_network_namespace  # noqa: E402
-from world import World  # noqa: E402
+from world import World, living_world  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,12 +44,8 @@ class Cli:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     """The known sockets, alive for a whole test module, inside a private network namespace."""
-    with private_network_namespace():
-        built = World().build()
-        try:
-            yield built
-        finally:
-            built.close()
+    with living_world() as built:
+        yield built
 
 
 @pytest.fixture

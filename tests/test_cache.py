@@ -106,3 +106,14 @@ def test_the_cache_directory_is_private(world, cli):
     assert os.stat(cli.cache_dir).st_mode & 0o777 == 0o700
     for name in os.listdir(cli.cache_dir):
         assert os.stat(cli.cache_dir / name).st_mode & 0o077 == 0, name
+
+
+def test_temporary_files_of_killed_writers_are_removed(world, cli):
+    cli.json("stats")
+    orphan = cli.cache_dir / "snapshot-1.12345.tmp"
+    orphan.write_bytes(b"half a snap")
+    os.utime(orphan, (time.time() - 120, time.time() - 120))
+    recent = cli.cache_dir / "snapshot-1.12346.tmp"
+    recent.write_bytes(b"being written")
+    cli.json("stats", "--no-cache")
+    assert not orphan.exists() and recent.exists()

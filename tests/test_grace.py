@@ -5,18 +5,14 @@ import time
 import pytest
 
 from netns import private_network_namespace
-from world import World
+from world import living_world
 
 
 @pytest.fixture
 def own_world():
     """A world of our own: this test stops one of its listeners."""
-    with private_network_namespace():
-        built = World().build()
-        try:
-            yield built
-        finally:
-            built.close()
+    with living_world() as built:
+        yield built
 
 
 def test_gone_listener_is_kept_with_listen_zero(own_world, cli):

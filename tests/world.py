@@ -12,10 +12,13 @@ Every state that can be held still on loopback is built on its own service port:
 | 6379 | listener on ::1 only | LISTEN 1 |
 """
 
+import contextlib
 import socket
 import time
 from collections import Counter
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
+
+from netns import private_network_namespace
 
 STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
           "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
@@ -140,3 +143,14 @@ class World:
         return {state: total[state] for state in STATES}
 
     SERVICE_PORTS = (8080, 3306, 5432, 2222, 3333, 6379)
+
+
+@contextlib.contextmanager
+def living_world() -> Iterator[World]:
+    """A freshly built world in its own private network namespace, closed afterwards."""
+    with private_network_namespace():
+        world = World().build()
+        try:
+            yield world
+        finally:
+            world.close()
