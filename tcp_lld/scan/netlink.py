@@ -252,12 +252,13 @@ def _tally(sliced_ports: Tally, walked_keys: List[int]) -> Tally:
     return tally
 
 
-def scan(ephemeral: Optional[Tuple[int, int]] = None) -> ScanResult:
+def scan(ephemeral: Optional[Tuple[int, int]] = None, legacy: bool = True) -> ScanResult:
     """One scan of every TCP socket, IPv4 and IPv6.
 
     With `ephemeral` (low, high), TIME_WAIT sockets on ephemeral ports that are not listening are
     counted in the totals only: nobody asks for them by port, and on a busy client they are
     100k distinct ports that would cost more to count than everything else together.
+    `legacy=False` skips the one-dump legacy request, as on kernels that refuse it.
     """
     started = time.time()
     clock = time.perf_counter()
@@ -268,8 +269,10 @@ def scan(ephemeral: Optional[Tuple[int, int]] = None) -> ScanResult:
             _listeners(dumper, family, listeners)
         sieve = _Sieve(ephemeral or (65536, 65536), [listener.port for listener in listeners])
         try:
-            slicer, walker = _connections(dumper, sieve, legacy=True)
+            slicer, walker = _connections(dumper, sieve, legacy)
         except ScanError:
+            if not legacy:
+                raise
             dumper.close()
             dumper = _Dumper()  # a refused request may leave the socket mid-dump
             slicer, walker = _connections(dumper, sieve, legacy=False)

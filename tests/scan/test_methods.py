@@ -69,3 +69,13 @@ def test_the_ephemeral_sieve_keeps_service_ports_and_totals(world):
     for port in world.SERVICE_PORTS:
         assert counts_for(sieved.local, port) == counts_for(full.local, port), port
         assert counts_for(sieved.remote, port) == counts_for(full.remote, port), port
+
+
+def test_per_family_requests_count_like_the_single_legacy_dump(world):
+    """Kernels that refuse TCPDIAG_GETSOCK get two SOCK_DIAG_BY_FAMILY dumps per family instead."""
+    from tcp_lld.scan import netlink
+
+    legacy, per_family = netlink.scan(legacy=True), netlink.scan(legacy=False)
+    assert per_family.local == legacy.local
+    assert per_family.remote == legacy.remote
+    assert per_family.totals == legacy.totals
