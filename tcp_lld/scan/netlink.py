@@ -7,8 +7,11 @@ Three requests, each walking the kernel's tables once:
 2. TIME_WAIT only, both families in ONE dump (the legacy `TCPDIAG_GETSOCK` request, which the
    kernel serves with family AF_UNSPEC). On busy hosts this is nearly every socket, and every
    record has the same length, so ports are sliced out of the buffer at C speed, never unpacked
-   one by one. Ephemeral ports are dropped by their high byte before counting (`_Sieve`).
+   one by one.
 3. Every other state, both families in one dump, walked record by record (few on busy hosts).
+
+Ports inside the ephemeral range that nobody listens on are dropped before counting (`_Sieve`):
+they count in the per-state totals only.
 
 Kernels that refuse the legacy request get two `SOCK_DIAG_BY_FAMILY` dumps per family instead.
 The ports are read little-endian and byte-swapped once per distinct port, not once per socket.
@@ -119,34 +122,13 @@ def _control(view: memoryview, offset: int, message_type: int) -> bool:
     raise ScanError(f"netlink: unexpected message type {message_type}")
 
 
-class _Walker:
-    """Tallies mixed records one `unpack_from` each: `port << 4 | state` keys into two lists."""
-
-    def __init__(self, data_type: int) -> None:
-        self.data_type = data_type
-        self.local_keys: List[int] = []
-        self.remote_keys: List[int] = []
-
-    def walk(self, view: memoryview, length: int, offset: int = 0) -> bool:
-        unpack = _RECORD.unpack_from
-        add_local = self.local_keys.append
-        add_remote = self.remote_keys.append
-        data_type = self.data_type
-        while offset < length:
-            message_length, message_type, state, sport, dport = unpack(view, offset)
-            if message_type != data_type:
-                return _control(view, offset, message_type)
-            add_local(sport << PORT_SHIFT | state)
-            add_remote(dport << PORT_SHIFT | state)
-            offset += (message_length + 3) & ~3
-        return False
-
-
 class _Sieve:
-    """Keeps ports worth counting: outside the ephemeral range, or listening inside it.
+    """Keeps ports worth counting by port: outside the ephemeral range, or listening inside it.
 
-    Judged on the port's high byte (one C-level `bytes.translate` per buffer), so it passes a
-    superset; the exact range check happens once per distinct port when rendering.
+    Judged on the port's high byte (one C-level `bytes.translate` per sliced buffer, one table
+    lookup per distinct walked key), so it passes a superset; the exact range check happens once
+    per distinct port when rendering. Sockets it drops still count in the per-state totals, and
+    memory stays bounded by the ports reported, not by the sockets on the host.
     """
 
     def __init__(self, ephemeral: Tuple[int, int], listening_ports: List[int]) -> None:
@@ -157,6 +139,48 @@ class _Sieve:
         self.table = bytes(keep)
         self.keeps_everything = all(keep)
 
+    def fold(self, keys: List[int], into: Tally) -> None:
+        """Count `keys` (byte-swapped `port << 4 | state`) into `into`, dropping sieved ports."""
+        keep = self.table
+        for key, count in Counter(keys).items():
+            if keep[(key >> PORT_SHIFT) & 0xFF]:  # the low byte of a swapped port is its high byte
+                into[key] += count
+
+
+_STATE_OF = (0xF).__and__  # key -> kernel state, mapped in C
+
+
+class _Walker:
+    """Tallies mixed records one `unpack_from` each, folding every buffer into sieved counters."""
+
+    def __init__(self, data_type: int, sieve: _Sieve) -> None:
+        self.data_type = data_type
+        self.sieve = sieve
+        self.local: Tally = Counter()  # byte-swapped port << 4 | state -> count
+        self.remote: Tally = Counter()
+        self.states: Tally = Counter()  # kernel state -> count, every socket walked
+
+    def walk(self, view: memoryview, length: int, offset: int = 0) -> bool:
+        unpack = _RECORD.unpack_from
+        local_keys: List[int] = []
+        remote_keys: List[int] = []
+        add_local = local_keys.append
+        add_remote = remote_keys.append
+        data_type = self.data_type
+        control_type = 0
+        while offset < length:
+            message_length, message_type, state, sport, dport = unpack(view, offset)
+            if message_type != data_type:
+                control_type = message_type
+                break
+            add_local(sport << PORT_SHIFT | state)
+            add_remote(dport << PORT_SHIFT | state)
+            offset += (message_length + 3) & ~3
+        self.states.update(map(_STATE_OF, local_keys))
+        self.sieve.fold(local_keys, self.local)
+        self.sieve.fold(remote_keys, self.remote)
+        return bool(control_type) and _control(view, offset, control_type)
+
 
 class _TimeWaitSlicer:
     """Tallies a TIME_WAIT-only dump by slicing fixed-size records (see the module docstring)."""
@@ -166,8 +190,8 @@ class _TimeWaitSlicer:
         self.sieve = sieve
         self.local: Tally = Counter()  # byte-swapped port -> count
         self.remote: Tally = Counter()
-        self.records = 0
-        self.walker = _Walker(data_type)  # for a buffer that is not uniform (never seen so far)
+        self.records = 0  # sliced records; walked ones are in walker.states
+        self.walker = _Walker(data_type, sieve)  # for what slicing cannot take
 
     def on_buffer(self, view: memoryview, length: int) -> bool:
         message_length, message_type = _HEADER.unpack_from(view, 0)
@@ -177,7 +201,7 @@ class _TimeWaitSlicer:
         count = length // stride
         body = view[: count * stride]
         if stride < RECORD_MIN or not self._uniform(body, stride):
-            return self._walk(view, length, 0)
+            return self.walker.walk(view, length)
         halves = body.cast("H")
         step = stride // 2
         if self.sieve.keeps_everything:
@@ -188,17 +212,12 @@ class _TimeWaitSlicer:
             self.local.update(compress(halves[10::step], body[20::stride].tobytes().translate(table)))
             self.remote.update(compress(halves[11::step], body[22::stride].tobytes().translate(table)))
         self.records += count
-        return len(body) < length and self._walk(view, length, len(body))
+        # What is left is a trailing NLMSG_DONE (or records of another length: walked).
+        return len(body) < length and self.walker.walk(view, length, len(body))
 
-    def _walk(self, view: memoryview, length: int, offset: int) -> bool:
-        """Walk what slicing cannot take (a trailing NLMSG_DONE, or a non-uniform buffer)."""
-        records_before = len(self.walker.local_keys)
-        done = self.walker.walk(view, length, offset)
-        self.records += len(self.walker.local_keys) - records_before
-        return done
-
-    def _uniform(self, body: memoryview, stride: int) -> bool:
-        """Every record in `body` has length `stride` and the data type: checked in C, not per record."""
+    @staticmethod
+    def _uniform(body: memoryview, stride: int) -> bool:
+        """Every record in `body` has one length and the data type: checked in C, not per record."""
         lengths = body.cast("I")[0 :: stride // 4]
         types = body.cast("H")[2 :: stride // 2]
         return min(lengths) == max(lengths) and min(types) == max(types)
@@ -227,37 +246,37 @@ def _listeners(dumper: _Dumper, family: int, found: List[Listener]) -> None:
 
 def _connections(dumper: _Dumper, sieve: _Sieve, legacy: bool) -> Tuple[_TimeWaitSlicer, _Walker]:
     """TIME_WAIT (sliced) and every other non-listening state (walked), both families."""
+    data_type = TCPDIAG_GETSOCK if legacy else SOCK_DIAG_BY_FAMILY
+    slicer = _TimeWaitSlicer(data_type, sieve)
+    walker = _Walker(data_type, sieve)
     if legacy:
-        slicer = _TimeWaitSlicer(TCPDIAG_GETSOCK, sieve)
-        walker = _Walker(TCPDIAG_GETSOCK)
         dumper.dump(_legacy_request(TIME_WAIT_MASK), slicer.on_buffer)
         dumper.dump(_legacy_request(OTHER_MASK), walker.walk)
-        return slicer, walker
-    slicer = _TimeWaitSlicer(SOCK_DIAG_BY_FAMILY, sieve)
-    walker = _Walker(SOCK_DIAG_BY_FAMILY)
-    for family in (socket.AF_INET, socket.AF_INET6):
-        dumper.dump(_v2_request(family, TIME_WAIT_MASK), slicer.on_buffer)
-        dumper.dump(_v2_request(family, OTHER_MASK), walker.walk)
+    else:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            dumper.dump(_v2_request(family, TIME_WAIT_MASK), slicer.on_buffer)
+            dumper.dump(_v2_request(family, OTHER_MASK), walker.walk)
     return slicer, walker
 
 
-def _tally(sliced_ports: Tally, walked_keys: List[int]) -> Tally:
+def _tally(sliced_ports: Tally, *walked: Tally) -> Tally:
     """Merge into `port << 4 | state` keys in host byte order, swapping once per distinct key."""
     tally: Tally = Counter()
     for port, count in sliced_ports.items():
         tally[_swap16(port) << PORT_SHIFT | TIME_WAIT] += count
-    for key, count in Counter(walked_keys).items():
-        state = key & 0xF
-        tally[_swap16(key >> PORT_SHIFT) << PORT_SHIFT | (SYN_RECV if state == NEW_SYN_RECV else state)] += count
+    for counter in walked:
+        for key, count in counter.items():
+            state = key & 0xF
+            tally[_swap16(key >> PORT_SHIFT) << PORT_SHIFT | (SYN_RECV if state == NEW_SYN_RECV else state)] += count
     return tally
 
 
 def scan(ephemeral: Optional[Tuple[int, int]] = None, legacy: bool = True) -> ScanResult:
     """One scan of every TCP socket, IPv4 and IPv6.
 
-    With `ephemeral` (low, high), TIME_WAIT sockets on ephemeral ports that are not listening are
-    counted in the totals only: nobody asks for them by port, and on a busy client they are
-    100k distinct ports that would cost more to count than everything else together.
+    With `ephemeral` (low, high), sockets on ephemeral ports that are not listening are counted in
+    the totals only: nobody asks for them by port, and on a busy client they are 100k distinct
+    ports that would cost more time and memory to count than everything else together.
     `legacy=False` skips the one-dump legacy request, as on kernels that refuse it.
     """
     started = time.time()
@@ -280,11 +299,11 @@ def scan(ephemeral: Optional[Tuple[int, int]] = None, legacy: bool = True) -> Sc
         raise ScanError(f"netlink: {error}") from None
     finally:
         dumper.close()
-    local = _tally(slicer.local, walker.local_keys + slicer.walker.local_keys)
-    remote = _tally(slicer.remote, walker.remote_keys + slicer.walker.remote_keys)
+    local = _tally(slicer.local, walker.local, slicer.walker.local)
+    remote = _tally(slicer.remote, walker.remote, slicer.walker.remote)
     totals = [0] * STATE_COUNT
-    for key, count in Counter(key & 0xF for key in walker.local_keys).items():
-        totals[(SYN_RECV if key == NEW_SYN_RECV else key) - 1] += count
+    for state, count in (walker.states + slicer.walker.states).items():
+        totals[(SYN_RECV if state == NEW_SYN_RECV else state) - 1] += count
     totals[TIME_WAIT - 1] += slicer.records
     for listener in listeners:
         local[listener.port << PORT_SHIFT | LISTEN] += 1
