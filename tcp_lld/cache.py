@@ -34,22 +34,22 @@ SYSTEM_DIRECTORY = "/var/cache/tcp-lld"  # made by scripts/install for the agent
 def default_directory() -> Optional[str]:
     """Where this user's snapshots live, or None (no cache: scan on every call).
 
-    `$TCP_LLD_CACHE_DIR`; else `$XDG_RUNTIME_DIR/tcp-lld`; else /var/cache/tcp-lld when it is ours
-    (the installer makes it for `zabbix`, whose home on Debian is /nonexistent); else
-    `~/.cache/tcp-lld`, with the home directory from the password database, not `$HOME`: the agent
-    drops privileges to `zabbix` but keeps root's environment.
+    `$TCP_LLD_CACHE_DIR`; else `$XDG_RUNTIME_DIR/tcp-lld` when that runtime directory is ours;
+    else /var/cache/tcp-lld when it is ours (the installer makes it for `zabbix`, whose home on
+    Debian is /nonexistent); else `~/.cache/tcp-lld`, with the home directory from the password
+    database. Ownership decides, not the environment: the agent drops privileges to `zabbix` but
+    keeps root's `$HOME` and `$XDG_RUNTIME_DIR`.
     """
     explicit = os.environ.get("TCP_LLD_CACHE_DIR")
     if explicit:
         return explicit
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime):
-        return os.path.join(runtime, "tcp-lld")
-    try:
-        if is_private(os.lstat(SYSTEM_DIRECTORY)):
-            return SYSTEM_DIRECTORY
-    except OSError:
-        pass
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    for candidate, directory in ((runtime, os.path.join(runtime, "tcp-lld")), (SYSTEM_DIRECTORY, SYSTEM_DIRECTORY)):
+        try:
+            if os.path.isabs(candidate) and is_private(os.lstat(candidate)):
+                return directory
+        except OSError:
+            pass
     import pwd
 
     try:

@@ -27,7 +27,7 @@ usage: tcp-lld [options] discovery [--outbound] [--ports LIST] [--skip-loopback]
        tcp-lld [options] count PORT|all STATE [in|out]
 
   discovery         Zabbix LLD JSON of listening TCP ports ({#PORT}, {#ADDRESS}, {#FAMILY},
-                    {#SCOPE}, {#PROCESS}, {#SERVICE}, {#STATUS})
+                    {#SCOPE}, {#PROCESS}, {#SERVICE}, {#STATUS}, {#EPHEMERAL})
     --outbound      LLD of outbound service ports (remote ports outside the ephemeral range)
     --ports LIST    only these ports, e.g. 22,80,8000-8099
     --skip-loopback   skip ports bound only to loopback addresses

@@ -109,6 +109,7 @@ def listening_rows(stored: bytes, ephemeral: Tuple[int, int], filters: Filters) 
             "{#PROCESS}": ",".join(sorted({names[inode] for inode in port.inodes if names.get(inode)})),
             "{#SERVICE}": service_name(port.port),
             "{#STATUS}": "listening" if port.listening else "gone",
+            "{#EPHEMERAL}": "1" if low <= port.port <= high else "0",
         }
         for port in ports
     ]

@@ -32,6 +32,23 @@ def test_process_and_service_names(world, cli):
     assert rows["5432"]["{#SERVICE}"] == "postgresql"
     assert rows["3333"]["{#SERVICE}"] == ""  # not in /etc/services
     assert all(row["{#STATUS}"] == "listening" for row in rows.values())
+    assert all(row["{#EPHEMERAL}"] == "0" for row in rows.values())
+
+
+def test_listeners_in_the_ephemeral_range_are_marked_and_can_be_skipped(world, cli):
+    import socket
+
+    low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    random_port = socket.create_server(("127.0.0.1", 0))  # the kernel picks an ephemeral port
+    try:
+        port = str(random_port.getsockname()[1])
+        assert low <= int(port) <= high
+        rows = rows_by_port(cli, "--no-cache")
+        assert rows[port]["{#EPHEMERAL}"] == "1"
+        assert port not in rows_by_port(cli, "--no-cache", "--skip-ephemeral")
+        assert "8080" in rows_by_port(cli, "--skip-ephemeral")
+    finally:
+        random_port.close()
 
 
 def test_filters_narrow_discovery(world, cli):

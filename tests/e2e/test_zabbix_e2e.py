@@ -1,0 +1,321 @@
+"""The template in a real Zabbix 6.0 server, fed by real agents, checked against real sockets.
+
+The test makes its own sockets in the host's network namespace on loopback (the agents run there):
+  port 80    : N_EST accepted ESTABLISHED connections + N_QUEUED never accept()ed (accept queue)
+  port 3306  : N_CW server sockets in CLOSE_WAIT + N_DB ESTABLISHED connections
+  port GONE  : a listener that is closed halfway, for the "listener gone" trigger
+and asserts what Zabbix stored equals those numbers (and `ss`), through zabbix_agentd and
+zabbix_agent2 (one host each).
+"""
+
+import glob
+import os
+import re
+import tempfile
+import time
+
+import pytest
+
+from socketlab import Lab, can_listen, free_ports, ss_count, ss_listen_queue
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+WEB = os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080")
+HOSTS = {  # host name -> agent port (scripts/zabbix-stack)
+    "tcp-lld-agentd": 10050,
+    "tcp-lld-agent2": 10060,
+}
+GROUP = "tcp-lld e2e"
+N_EST, N_QUEUED, BACKLOG_80 = 4, 2, 64
+N_CW, N_DB = 3, 2
+LIMIT = 180  # s, for every wait on the server
+POKE_EVERY = 5  # s between "check now" requests
+
+TEMPLATE_NAME = "TCP ports by Zabbix agent"
+
+
+# ------------------------------------------------------------------------------------ helpers
+def wait_for(what, probe, poke=None, timeout=LIMIT):
+    """Poll `probe()` until it returns a truthy value; `poke()` (check now) between tries."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        if poke:
+            poke()
+        time.sleep(POKE_EVERY)
+        last = probe()
+        if last and last[0]:
+            return last[1]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last state: {last[1] if last else None!r}")
+
+
+def check_now(api, itemids):
+    """Zabbix "Execute now" (task type 6) for items / LLD rules of agent type."""
+    if itemids:
+        api.task.create([{"type": 6, "request": {"itemid": str(i)}} for i in itemids])
+
+
+def items_by_key(api, hostid):
+    items = api.item.get(hostids=hostid, output=["itemid", "key_", "lastvalue", "lastclock", "state",
+                                                 "error", "status", "flags", "name", "type"],
+                         webitems=False)
+    return {item["key_"]: item for item in items}
+
+
+# ----------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def scene():
+    for port in (80, 3306):
+        if not can_listen(port):
+            pytest.fail(f"port {port} is in use on this machine; the e2e needs it for its own listener")
+    lab = Lab()
+    (gone,) = free_ports(1, 23000, 23999)
+    l80 = lab.listener(80, backlog=BACKLOG_80)
+    lab.established(l80, N_EST)
+    lab.unaccepted(l80, N_QUEUED)
+    l3306 = lab.listener(3306)
+    lab.close_wait(l3306, N_CW)
+    lab.established(l3306, N_DB)
+    l_gone = lab.listener(gone)
+    yield {"lab": lab, "gone": gone, "gone_listener": l_gone}
+    lab.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(api, scene):
+    """Template imported, one host per agent, discovery and the first values collected."""
+    t0 = time.monotonic()
+    files = sorted(glob.glob(os.path.join(REPO, "template", "*.yaml")))
+    assert files, "no template/*.yaml"
+    rules = {
+        "groups": {"createMissing": True},
+        "templates": {"createMissing": True, "updateExisting": True},
+        "items": {"createMissing": True, "updateExisting": True, "deleteMissing": True},
+        "discoveryRules": {"createMissing": True, "updateExisting": True, "deleteMissing": True},
+        "triggers": {"createMissing": True, "updateExisting": True, "deleteMissing": True},
+        "graphs": {"createMissing": True, "updateExisting": True, "deleteMissing": True},
+        "valueMaps": {"createMissing": True, "updateExisting": True},
+        "templateLinkage": {"createMissing": True},
+        "templateDashboards": {"createMissing": True, "updateExisting": True},
+        "httptests": {"createMissing": True, "updateExisting": True},
+    }
+    for path in files:
+        with open(path) as fh:
+            assert api.configuration.import_(format="yaml", source=fh.read(), rules=rules) is True, path
+    templates = api.template.get(filter={"host": TEMPLATE_NAME}, output=["templateid"])
+    assert len(templates) == 1, f"template {TEMPLATE_NAME!r} not found after import"
+    templateid = templates[0]["templateid"]
+
+    groups = api.hostgroup.get(filter={"name": GROUP}, output=["groupid"])
+    groupid = groups[0]["groupid"] if groups else api.hostgroup.create(name=GROUP)["groupids"][0]
+
+    # fresh hosts on every run: no values or problems left from an earlier run
+    old = api.host.get(filter={"host": list(HOSTS)}, output=["hostid"])
+    if old:
+        api.host.delete(*[h["hostid"] for h in old])
+    hosts = {}
+    for name, port in HOSTS.items():
+        hostid = api.host.create(
+            host=name, groups=[{"groupid": groupid}], templates=[{"templateid": templateid}],
+            interfaces=[{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": str(port)}],
+            macros=[
+                # below the N_CW CLOSE_WAIT sockets the test holds on 3306: the trigger must fire
+                {"macro": '{$TCP.CLOSE_WAIT.MAX:"3306"}', "value": str(N_CW - 1)},
+                # short windows so the triggers react within the test's time
+                {"macro": "{$TCP.LISTEN.GONE.PERIOD}", "value": "30s"},
+                {"macro": "{$TCP.TRIGGER.PERIOD}", "value": "2m"},
+            ],
+        )["hostids"][0]
+        hosts[name] = hostid
+
+    def rules_of(hostid):
+        return {r["key_"]: r for r in api.discoveryrule.get(
+            hostids=hostid, output=["itemid", "key_", "state", "error", "lastclock"])}
+
+    def master_ids():
+        return [items_by_key(api, h)["tcp.port.stats"]["itemid"] for h in hosts.values()]
+
+    rule_ids = [r["itemid"] for h in hosts.values() for r in rules_of(h).values()]
+
+    # 1. discovery: re-send "check now" until the server's config cache knows the new items
+    def discovered():
+        state = {}
+        for name, hostid in hosts.items():
+            keys = items_by_key(api, hostid)
+            state[name] = {k: k in keys for k in ("tcp.port.state[80,ESTABLISHED]",
+                                                  "tcp.port.state[3306,CLOSE_WAIT]",
+                                                  f"tcp.port.state[{scene['gone']},LISTEN]",
+                                                  "tcp.remote.state[3306,ESTABLISHED]")}
+        return all(all(v.values()) for v in state.values()), state
+
+    wait_for("the discovery rules to create the per-port items", discovered,
+             poke=lambda: check_now(api, rule_ids))
+
+    # 2. values: poll the master items until the discovered dependent items have values
+    def collected():
+        state = {}
+        for name, hostid in hosts.items():
+            keys = items_by_key(api, hostid)
+            want = ["tcp.port.state[80,ESTABLISHED]", "tcp.port.state[3306,CLOSE_WAIT]",
+                    "tcp.port.accept_queue[80]", "tcp.remote.state[3306,ESTABLISHED]",
+                    f"tcp.port.state[{scene['gone']},LISTEN]", "tcp.host.state[ESTABLISHED]"]
+            state[name] = {k: keys[k]["lastclock"] for k in want if k in keys}
+            if len(state[name]) < len(want) or "0" in state[name].values():
+                return False, state
+        return True, state
+
+    wait_for("values of the discovered items", collected, poke=lambda: check_now(api, master_ids()))
+    yield {"hosts": hosts, "templateid": templateid, "master_ids": master_ids, "rule_ids": rule_ids,
+           "setup_seconds": time.monotonic() - t0}
+
+
+# ------------------------------------------------------------------------------------- tests
+def test_template_has_the_contract_keys(api, deployment):
+    items = {i["key_"] for i in api.item.get(templateids=deployment["templateid"], output=["key_"])}
+    assert "tcp.port.stats" in items
+    rules = {r["key_"] for r in api.discoveryrule.get(templateids=deployment["templateid"], output=["key_"])}
+    assert {"tcp.port.discovery", "tcp.port.discovery.outbound"} <= rules
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_every_discovered_port_has_its_items(api, deployment, host):
+    hostid = deployment["hosts"][host]
+    keys = items_by_key(api, hostid)
+    for rule in api.discoveryrule.get(hostids=hostid, output=["itemid", "key_", "state", "error"]):
+        assert rule["state"] == "0", f"{host}: LLD rule {rule['key_']} unsupported: {rule['error']}"
+        assert rule["error"] == "", f"{host}: LLD rule {rule['key_']}: {rule['error']}"
+        prototypes = [p["key_"] for p in api.itemprototype.get(discoveryids=rule["itemid"], output=["key_"])]
+        assert prototypes, rule
+        prefix = prototypes[0].split("[")[0]
+        ports = {m.group(1) for k in keys for m in [re.match(re.escape(prefix) + r"\[(\d+),", k)] if m}
+        assert ports, f"{host}: {rule['key_']} discovered nothing"
+        for port in ports:
+            for proto in prototypes:
+                key = proto.replace("{#PORT}", port)
+                assert key in keys, f"{host}: discovered port {port} lacks item {key}"
+    assert "80" in {m.group(1) for k in keys for m in [re.match(r"tcp\.port\.state\[(\d+),", k)] if m}
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_no_item_is_unsupported(api, deployment, host):
+    hostid = deployment["hosts"][host]
+    check_now(api, deployment["master_ids"]())
+    time.sleep(POKE_EVERY)
+    bad = {k: i["error"] for k, i in items_by_key(api, hostid).items() if i["status"] == "0" and i["state"] == "1"}
+    assert not bad, f"{host}: unsupported items: {bad}"
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_values_equal_the_kernel(api, deployment, host):
+    hostid = deployment["hosts"][host]
+    expected = {
+        "tcp.port.state[80,ESTABLISHED]": N_EST + N_QUEUED,
+        "tcp.port.state[80,LISTEN]": 1,
+        "tcp.port.accept_queue[80]": N_QUEUED,
+        "tcp.port.accept_queue_max[80]": BACKLOG_80,
+        "tcp.port.state[3306,CLOSE_WAIT]": N_CW,
+        "tcp.port.state[3306,ESTABLISHED]": N_DB,
+        "tcp.port.state[3306,LISTEN]": 1,
+        "tcp.remote.state[80,ESTABLISHED]": N_EST + N_QUEUED,
+        "tcp.remote.state[3306,ESTABLISHED]": N_DB,
+    }
+    # independent truth from ss while the sockets are held
+    assert ss_count("established", "( sport = :80 )") == N_EST + N_QUEUED
+    assert ss_count("close-wait", "( sport = :3306 )") == N_CW
+    assert ss_listen_queue(80) == [N_QUEUED, BACKLOG_80]
+
+    def values():
+        keys = items_by_key(api, hostid)
+        got = {k: keys[k]["lastvalue"] if k in keys else None for k in expected}
+        return got == {k: str(v) for k, v in expected.items()}, got
+
+    wait_for(f"{host}: stored values equal to the sockets' counts {expected}", values,
+             poke=lambda: check_now(api, deployment["master_ids"]()), timeout=90)
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_close_wait_trigger_fires_with_port_context_macro(api, deployment, host):
+    hostid = deployment["hosts"][host]
+
+    def fired():
+        triggers = api.trigger.get(hostids=hostid, output=["description", "value", "error", "state"],
+                                   expandDescription=True, search={"description": "CLOSE_WAIT"})
+        on = [t for t in triggers if t["description"].startswith("Port 3306") and t["value"] == "1"]
+        return bool(on), [(t["description"], t["value"], t["error"]) for t in triggers]
+
+    wait_for(f"{host}: the CLOSE_WAIT trigger of port 3306 ({{$TCP.CLOSE_WAIT.MAX:\"3306\"}}={N_CW - 1})",
+             fired, poke=lambda: check_now(api, deployment["master_ids"]()), timeout=120)
+    # the context macro is per port: port 80 (no CLOSE_WAIT) must not fire
+    quiet = api.trigger.get(hostids=hostid, output=["description", "value"], expandDescription=True,
+                            search={"description": "Port 80"}, filter={"value": 1})
+    assert not quiet, quiet
+
+
+def test_listener_gone_fires_on_both_hosts(api, deployment, scene):
+    gone = scene["gone"]
+    hostids = deployment["hosts"]
+    for name, hostid in hostids.items():
+        keys = items_by_key(api, hostid)
+        assert keys[f"tcp.port.state[{gone},LISTEN]"]["lastvalue"] == "1", (name, keys[f"tcp.port.state[{gone},LISTEN]"])
+    scene["lab"].close(scene["gone_listener"])
+    assert ss_count("listening", f"( sport = :{gone} )") == 0
+
+    def fired():
+        state = {}
+        for name, hostid in hostids.items():
+            keys = items_by_key(api, hostid)
+            triggers = api.trigger.get(hostids=hostid, output=["description", "value"], expandDescription=True,
+                                       search={"description": f"Port {gone}"})
+            state[name] = {"LISTEN": keys[f"tcp.port.state[{gone},LISTEN]"]["lastvalue"],
+                           "triggers": {t["description"]: t["value"] for t in triggers}}
+        ok = all(s["LISTEN"] == "0" and any("Listener is gone" in d and v == "1" for d, v in s["triggers"].items())
+                 for s in state.values())
+        return ok, state
+
+    wait_for(f"'Listener is gone' on port {gone} (kept with LISTEN 0 by tcp-lld)", fired,
+             poke=lambda: check_now(api, deployment["master_ids"]()), timeout=150)
+
+
+def test_frontend_shows_the_items(api, deployment, capsys):
+    """Log in through the form like a person, screenshot Latest data and the per-port graph."""
+    from screens import Browser
+
+    target = os.path.join(REPO, "docs") if os.environ.get("TCP_LLD_SCREENSHOTS") == "1" else tempfile.mkdtemp(prefix="tcp-lld-shots-")
+    hostid = deployment["hosts"]["tcp-lld-agentd"]
+    graphs = api.graph.get(hostids=hostid, output=["graphid", "name"], search={"name": "Port 80"})
+    graph = next((g for g in graphs if g["name"].startswith("Port 80") and "connections by state" in g["name"]), None)
+    assert graph, f"no per-port graph for port 80: {graphs}"
+    with Browser() as browser:
+        browser.login(WEB, "Admin", "zabbix")
+        latest = browser.latest_data(WEB, hostid, os.path.join(target, "latest-data.png"), name="port 80 (")
+        assert "Port 80" in latest and "ESTABLISHED" in latest, latest[:2000]
+        assert "tcp-lld-agentd" in latest
+        assert "Zabbix server" not in latest, "the Latest data filter did not apply"
+        for bad in ("locale", "Locale", "Error", "error in query"):
+            assert bad not in latest, f"the page shows {bad!r}"
+        # the graph's title and legend are inside the image: check the page found exactly the graphs
+        # whose name has "port 80 ...: connections" (inbound, and outbound from the test's clients)
+        page = browser.graph(WEB, hostid, "port 80 (http): connections", os.path.join(target, "port-graph.png"))
+        assert "Displaying 2 of 2 found" in page, page[-500:]
+    with capsys.disabled():
+        print(f"\nscreenshots in {target}: latest-data.png, port-graph.png")
+
+
+def test_zz_report_discovered_items(api, deployment, capsys):
+    """Print what Zabbix collected (for the closing note); fails if nothing was collected."""
+    lines = [f"e2e setup (import, hosts, discovery, first values): {deployment['setup_seconds']:.0f} s"]
+    total = 0
+    for name, hostid in deployment["hosts"].items():
+        keys = items_by_key(api, hostid)
+        lines.append(f"== {name}: {len(keys)} items")
+        for key in sorted(keys):
+            item = keys[key]
+            if item["status"] != "0":
+                continue
+            value = item["lastvalue"] if key != "tcp.port.stats" else "(JSON, not stored)"
+            flag = " [UNSUPPORTED: %s]" % item["error"] if item["state"] == "1" else ""
+            lines.append(f"  {key:45} {value}{flag}")
+            total += 1
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert total > 20
