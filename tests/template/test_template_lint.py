@@ -224,8 +224,7 @@ def run_cli(*arguments: str) -> Any:
 def real_outputs() -> dict[str, Any]:
     """stats, discovery and outbound discovery from the installed CLI, with one listener and one
     outbound connection of our own so every prototype path has a port to resolve against."""
-    if not INSTALLED_CLI.exists():
-        pytest.skip(f'{INSTALLED_CLI} is not installed (bash scripts/install --test)')
+    assert INSTALLED_CLI.exists(), f'{INSTALLED_CLI} is not installed (bash scripts/install --test)'
     listener = free_service_port()
     port = str(listener.getsockname()[1])
     client = socket.create_connection(('127.0.0.1', int(port)))
@@ -385,8 +384,8 @@ def test_lld_macros_exist_in_discovery_rows(template: dict[str, Any],
         'an LLD macro outside a discovery rule'
 
 
-@pytest.mark.skipif(not shutil.which('node'), reason='node runs the LLD JavaScript')
 def test_label_javascript(template: dict[str, Any]) -> None:
+    assert shutil.which('node'), 'node runs the LLD JavaScript (scripts/zabbix-stack install)'
     local, outbound = template['discovery_rules']
     rows = [{'{#PORT}': '80', '{#SERVICE}': 'http', '{#PROCESS}': 'nginx'},
             {'{#PORT}': '2024', '{#SERVICE}': '', '{#PROCESS}': ''},
@@ -604,12 +603,11 @@ echo $errors ? implode("\n", $errors)."\n" : "OK\n";
 '''
 
 
-@pytest.mark.skipif(not (shutil.which('php') and (ZABBIX_UI / 'include/classes/import/validators/'
-                                                  'C60XmlValidator.php').exists()),
-                    reason='needs php and a Zabbix 6.0 frontend in /usr/share/zabbix')
 def test_zabbix_frontend_accepts_the_template(tmp_path: Path) -> None:
     """Schema (strict: no unknown tags), trigger expressions and item keys as the 6.0 import
     checks them, without a server or credentials."""
+    assert shutil.which('php') and (ZABBIX_UI / 'include/classes/import/validators/C60XmlValidator.php').exists(), \
+        'needs php and the Zabbix 6.0 frontend in /usr/share/zabbix (scripts/zabbix-stack install)'
     script = tmp_path / 'check.php'
     script.write_text(FRONTEND_CHECK)
     good = subprocess.run(['php', str(script), str(ZABBIX_UI), str(TEMPLATE_FILE)],
