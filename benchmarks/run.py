@@ -75,6 +75,21 @@ except OSError:  # SOCK_DIAG_BY_FAMILY, one dump per family
     t = sum(dump(struct.pack('=IHHII BBBxI 48x', 72, 20, 0x301, 1, 0, f, 6, 0, 0xfff)) for f in (2, 10))
 print(t)
 """
+# Peak RSS of `tcp-lld stats --no-cache` as the process's own high-water mark (VmHWM of its
+# memory map). Not wait4's ru_maxrss: after vfork + exec, Linux carries the PARENT's high-water
+# mark into the child's maxrss, and this parent holds the whole population (a bare
+# `python -c pass` shows the same "growth" that way).
+RSS_SRC = r"""import os, sys
+from tcp_lld.cli import main
+sys.argv = ["tcp-lld", "stats", "--no-cache"]
+saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+os.dup2(null, 1)
+main()
+sys.stdout.flush()
+os.dup2(saved, 1)
+print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")][0])
+"""
+
 INPROC_SRC = r"""import json, statistics, sys, time
 runs = int(sys.argv[1])
 from tcp_lld import scan as S
@@ -298,6 +313,8 @@ def worker(args):
                 failed[name] = str(e)[:300]
                 continue
             if name == "tcp-lld stats --no-cache":
+                _, _, hwm = env.run([[env.py, "-c", RSS_SRC]])
+                rss[name][-1] = int(hwm[0])
                 out_sizes["stats_bytes"] = len(outs[0].encode())
                 meta = json.loads(outs[0])["meta"]
                 result.setdefault("scan_seconds", []).append(meta.get("scan_seconds"))

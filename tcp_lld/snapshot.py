@@ -14,10 +14,11 @@ from .states import STATE_COUNT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections import Counter
     from typing import Dict, List, Optional, Tuple
 
     from .memory import Memory, Remembered
+
+    Tally = Dict[int, int]  # port << 4 | state -> sockets (a dict or a Counter)
 
 PORT_SHIFT = 4  # tally key = port << PORT_SHIFT | kernel state number (1..11)
 
@@ -45,7 +46,7 @@ class ScanResult:
 
     __slots__ = ("source", "local", "remote", "listeners", "started", "seconds", "totals")
 
-    def __init__(self, source: str, local: Counter[int], remote: Counter[int], listeners: List[Listener],
+    def __init__(self, source: str, local: Tally, remote: Tally, listeners: List[Listener],
                  started: float, seconds: float, totals: List[int]) -> None:
         self.source = source  # netlink | procfs | psutil
         self.local = local  # port << 4 | state -> sockets whose LOCAL port is port
@@ -60,13 +61,13 @@ class ScanResult:
         return sum(self.totals)
 
 
-def counts_for(tally: Counter[int], port: int) -> List[int]:
+def counts_for(tally: Tally, port: int) -> List[int]:
     """The 11 state counts of one port, in `STATE_NAMES` order."""
     base = port << PORT_SHIFT
     return [tally.get(base | state, 0) for state in range(1, STATE_COUNT + 1)]
 
 
-def ports_in(tally: Counter[int]) -> Dict[int, int]:
+def ports_in(tally: Tally) -> Dict[int, int]:
     """Port -> number of sockets, for every port with at least one socket in `tally`."""
     sockets_by_port: Dict[int, int] = {}
     for key, count in tally.items():
@@ -75,7 +76,7 @@ def ports_in(tally: Counter[int]) -> Dict[int, int]:
     return sockets_by_port
 
 
-def state_totals(tally: Counter[int]) -> List[int]:
+def state_totals(tally: Tally) -> List[int]:
     """Counts per state of a complete tally: every socket has exactly one local port."""
     per_state = [0] * STATE_COUNT
     for key, count in tally.items():

@@ -22,11 +22,20 @@ Layouts: `include/uapi/linux/netlink.h` (nlmsghdr), `include/uapi/linux/inet_dia
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
-from collections import Counter
 from itertools import compress
+
+# The C modules under `socket` and `collections.Counter`: the Python wrappers import enum,
+# selectors and friends, ~14 ms of start-up that every uncached call of the agent would pay.
+import _socket as socket
+
+try:
+    from _collections import _count_elements
+except ImportError:  # another interpreter: the same, in Python
+    def _count_elements(mapping: Dict[int, int], iterable: Iterable[int]) -> None:
+        for element in iterable:
+            mapping[element] = mapping.get(element, 0) + 1
 
 from ..errors import ScanError
 from ..snapshot import PORT_SHIFT, Listener, ScanResult
@@ -34,9 +43,9 @@ from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV, TIME_WAIT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Tuple
+    from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-    Tally = Counter[int]
+    Tally = Dict[int, int]  # key -> count
     OnBuffer = Callable[[memoryview, int], bool]  # (the whole buffer, bytes received) -> done?
 
 NETLINK_SOCK_DIAG = 4
@@ -142,9 +151,11 @@ class _Sieve:
     def fold(self, keys: List[int], into: Tally) -> None:
         """Count `keys` (byte-swapped `port << 4 | state`) into `into`, dropping sieved ports."""
         keep = self.table
-        for key, count in Counter(keys).items():
+        counted: Tally = {}
+        _count_elements(counted, keys)
+        for key, count in counted.items():
             if keep[(key >> PORT_SHIFT) & 0xFF]:  # the low byte of a swapped port is its high byte
-                into[key] += count
+                into[key] = into.get(key, 0) + count
 
 
 _STATE_OF = (0xF).__and__  # key -> kernel state, mapped in C
@@ -156,9 +167,9 @@ class _Walker:
     def __init__(self, data_type: int, sieve: _Sieve) -> None:
         self.data_type = data_type
         self.sieve = sieve
-        self.local: Tally = Counter()  # byte-swapped port << 4 | state -> count
-        self.remote: Tally = Counter()
-        self.states: Tally = Counter()  # kernel state -> count, every socket walked
+        self.local: Tally = {}  # byte-swapped port << 4 | state -> count
+        self.remote: Tally = {}
+        self.states: Tally = {}  # kernel state -> count, every socket walked
 
     def walk(self, view: memoryview, length: int, offset: int = 0) -> bool:
         unpack = _RECORD.unpack_from
@@ -176,7 +187,7 @@ class _Walker:
             add_local(sport << PORT_SHIFT | state)
             add_remote(dport << PORT_SHIFT | state)
             offset += (message_length + 3) & ~3
-        self.states.update(map(_STATE_OF, local_keys))
+        _count_elements(self.states, map(_STATE_OF, local_keys))
         self.sieve.fold(local_keys, self.local)
         self.sieve.fold(remote_keys, self.remote)
         return bool(control_type) and _control(view, offset, control_type)
@@ -188,8 +199,8 @@ class _TimeWaitSlicer:
     def __init__(self, data_type: int, sieve: _Sieve) -> None:
         self.data_type = data_type
         self.sieve = sieve
-        self.local: Tally = Counter()  # byte-swapped port -> count
-        self.remote: Tally = Counter()
+        self.local: Tally = {}  # byte-swapped port -> count
+        self.remote: Tally = {}
         self.records = 0  # sliced records; walked ones are in walker.states
         self.walker = _Walker(data_type, sieve)  # for what slicing cannot take
 
@@ -205,12 +216,12 @@ class _TimeWaitSlicer:
         halves = body.cast("H")
         step = stride // 2
         if self.sieve.keeps_everything:
-            self.local.update(halves[10::step])
-            self.remote.update(halves[11::step])
+            _count_elements(self.local, halves[10::step])
+            _count_elements(self.remote, halves[11::step])
         else:
             table = self.sieve.table
-            self.local.update(compress(halves[10::step], body[20::stride].tobytes().translate(table)))
-            self.remote.update(compress(halves[11::step], body[22::stride].tobytes().translate(table)))
+            _count_elements(self.local, compress(halves[10::step], body[20::stride].tobytes().translate(table)))
+            _count_elements(self.remote, compress(halves[11::step], body[22::stride].tobytes().translate(table)))
         self.records += count
         # What is left is a trailing NLMSG_DONE (or records of another length: walked).
         return len(body) < length and self.walker.walk(view, length, len(body))
@@ -267,13 +278,12 @@ def _connections(dumper: _Dumper, sieve: _Sieve, legacy: bool) -> Tuple[_TimeWai
 
 def _tally(sliced_ports: Tally, *walked: Tally) -> Tally:
     """Merge into `port << 4 | state` keys in host byte order, swapping once per distinct key."""
-    tally: Tally = Counter()
-    for port, count in sliced_ports.items():
-        tally[_swap16(port) << PORT_SHIFT | TIME_WAIT] += count
+    tally: Tally = {_swap16(port) << PORT_SHIFT | TIME_WAIT: count for port, count in sliced_ports.items()}
     for counter in walked:
         for key, count in counter.items():
             state = key & 0xF
-            tally[_swap16(key >> PORT_SHIFT) << PORT_SHIFT | (SYN_RECV if state == NEW_SYN_RECV else state)] += count
+            key = _swap16(key >> PORT_SHIFT) << PORT_SHIFT | (SYN_RECV if state == NEW_SYN_RECV else state)
+            tally[key] = tally.get(key, 0) + count
     return tally
 
 
@@ -308,10 +318,12 @@ def scan(ephemeral: Optional[Tuple[int, int]] = None, legacy: bool = True) -> Sc
     local = _tally(slicer.local, walker.local, slicer.walker.local)
     remote = _tally(slicer.remote, walker.remote, slicer.walker.remote)
     totals = [0] * STATE_COUNT
-    for state, count in (walker.states + slicer.walker.states).items():
-        totals[(SYN_RECV if state == NEW_SYN_RECV else state) - 1] += count
+    for states in (walker.states, slicer.walker.states):
+        for state, count in states.items():
+            totals[(SYN_RECV if state == NEW_SYN_RECV else state) - 1] += count
     totals[TIME_WAIT - 1] += slicer.records
     for listener in listeners:
-        local[listener.port << PORT_SHIFT | LISTEN] += 1
+        key = listener.port << PORT_SHIFT | LISTEN
+        local[key] = local.get(key, 0) + 1
     totals[LISTEN - 1] += len(listeners)
     return ScanResult("netlink", local, remote, listeners, started, time.perf_counter() - clock, totals)
