@@ -16,6 +16,7 @@ from . import __version__
 from .cache import DEFAULT_GRACE, DEFAULT_TTL, SnapshotCache, default_directory
 from .errors import TcpLldError, UsageError
 from .record import Record
+from .scan import SOURCES
 
 TYPE_CHECKING = False  # `typing` costs ~15 ms of start-up (re, enum...): only for type checkers
 if TYPE_CHECKING:
@@ -41,8 +42,9 @@ options:
   --no-cache        scan now (concurrent callers still share one scan)
   --grace SECONDS   keep a vanished listener or outbound port this long (default 86400)
   --source NAME     netlink, procfs or psutil (default: the best available)
-  --cache-dir DIR   where snapshots live (default $TCP_LLD_CACHE_DIR, $XDG_RUNTIME_DIR/tcp-lld
-                    or ~/.cache/tcp-lld; none usable: scan every time)
+  --cache-dir DIR   where snapshots live (default $TCP_LLD_CACHE_DIR, else the first that is the
+                    caller's own: $XDG_RUNTIME_DIR/tcp-lld, /var/cache/tcp-lld, ~/.cache/tcp-lld;
+                    none usable: scan every time)
   --version, --help
 """
 
@@ -160,8 +162,8 @@ def run(argv: List[str]) -> bytes:
     ttl = _seconds(options, "--ttl", DEFAULT_TTL)
     grace = _seconds(options, "--grace", DEFAULT_GRACE)
     source = options.get("--source")
-    if source is not None and source not in ("netlink", "procfs", "psutil"):
-        raise UsageError(f"unknown source {source!r} (netlink, procfs or psutil)")
+    if source is not None and source not in SOURCES:
+        raise UsageError(f"unknown source {source!r} ({', '.join(SOURCES)})")
     if command == "discovery":
         from . import discovery
 
