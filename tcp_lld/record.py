@@ -3,9 +3,9 @@
     tcp-lld/1 <scan start> <grace> <len stats> <len counts> <len discovery>\\n<stats><counts><discovery>
 
 `stats` is the master document cut just before the value of `meta.age_seconds`, which a reader
-appends; `counts` is `render.count_table`; `discovery` is JSON of the discovered ports' addresses
-and socket inodes (process names are resolved only when discovery runs). A torn or foreign file
-fails the header check and counts as no cache at all.
+appends; `counts` is `render.count_table`; `discovery` is `render.discovery_inputs`, the
+discovered ports' addresses and socket inodes (process names are resolved only when discovery
+runs). A torn or foreign file fails the header check and counts as no cache at all.
 """
 
 from __future__ import annotations
