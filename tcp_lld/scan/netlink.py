@@ -14,7 +14,8 @@ Ports inside the ephemeral range that nobody listens on are dropped before count
 they count in the per-state totals only.
 
 Kernels that refuse the legacy request get two `SOCK_DIAG_BY_FAMILY` dumps per family instead.
-The ports are read little-endian and byte-swapped once per distinct port, not once per socket.
+The ports are read little-endian and byte-swapped once per distinct port, not once per socket; on
+a big-endian host (s390x) this module refuses, and the caller falls back to /proc/net/tcp.
 
 Layouts: `include/uapi/linux/netlink.h` (nlmsghdr), `include/uapi/linux/inet_diag.h`
 (inet_diag_req, inet_diag_req_v2, inet_diag_msg), `include/uapi/linux/sock_diag.h`.
@@ -23,6 +24,7 @@ Layouts: `include/uapi/linux/netlink.h` (nlmsghdr), `include/uapi/linux/inet_dia
 from __future__ import annotations
 
 import struct
+import sys
 import time
 from itertools import compress
 
@@ -71,7 +73,6 @@ _ERRNO = struct.Struct("<i")
 
 BUFFER_SIZE = 64 * 1024  # the kernel sends at most 32 KiB of a dump per read
 SOCKET_BUFFER = 4 << 20
-
 
 
 def _swap16(value: int) -> int:
@@ -295,6 +296,8 @@ def scan(ephemeral: Optional[Tuple[int, int]] = None, legacy: bool = True) -> Sc
     ports that would cost more time and memory to count than everything else together.
     `legacy=False` skips the one-dump legacy request, as on kernels that refuse it.
     """
+    if sys.byteorder != "little":
+        raise ScanError("netlink: this parser reads little-endian hosts only")
     started = time.time()
     clock = time.perf_counter()
     listeners: List[Listener] = []
