@@ -104,7 +104,11 @@ class Snapshot:
 
     @classmethod
     def build(cls, result: ScanResult, memory: Memory, ephemeral: Tuple[int, int], grace: float) -> Snapshot:
-        """Merge the scan into `memory` (updated in place) and keep what is still within `grace`."""
+        """Merge the scan into `memory` (updated in place) and keep what is still within `grace`.
+
+        Listeners inside the ephemeral range are reported while they listen but not remembered:
+        on hosts that open random ports all day they would pile up for a whole grace period.
+        """
         from .memory import Remembered
 
         now = result.started
@@ -113,6 +117,8 @@ class Snapshot:
         for listener in result.listeners:
             listening.setdefault(listener.port, []).append(listener)
         for port, sockets in listening.items():
+            if low <= port <= high:
+                continue  # random ports (RPC, debuggers, test servers): not a service that can be "gone"
             memory.listening[port] = Remembered(
                 now, sorted({s.address for s in sockets}), sorted({s.family for s in sockets})
             )

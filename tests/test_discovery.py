@@ -49,6 +49,8 @@ def test_listeners_in_the_ephemeral_range_are_marked_and_can_be_skipped(world, c
         assert "8080" in rows_by_port(cli, "--skip-ephemeral")
     finally:
         random_port.close()
+    assert port not in rows_by_port(cli, "--no-cache")  # random ports are not kept as "gone"
+    assert port not in cli.json("stats")["ports"]
 
 
 def test_filters_narrow_discovery(world, cli):
