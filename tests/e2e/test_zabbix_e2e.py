@@ -301,6 +301,45 @@ def test_frontend_shows_the_items(api, deployment, capsys):
         print(f"\nscreenshots in {target}: latest-data.png, port-graph.png")
 
 
+def test_tcp_lld_error_lines_become_item_errors(api, deployment):
+    """The agent ignores exit codes, so tcp-lld's one-line error arrives as a value. The template's
+    preprocessing must turn it into the item's (and the discovery rule's) error: proven here with
+    the master item's and the discovery rule's own steps on keys the agent answers with an error."""
+    hostid = deployment["hosts"]["tcp-lld-agentd"]
+    interface = api.hostinterface.get(hostids=hostid, output=["interfaceid"])[0]["interfaceid"]
+    template = deployment["templateid"]
+
+    def steps(objects):
+        return [{k: step[k] for k in ("type", "params", "error_handler", "error_handler_params")}
+                for step in objects[0]["preprocessing"]]
+
+    master_steps = steps(api.item.get(templateids=template, filter={"key_": "tcp.port.stats"},
+                                      selectPreprocessing="extend", output=["itemid"]))
+    rule_steps = steps(api.discoveryrule.get(templateids=template, filter={"key_": "tcp.port.discovery"},
+                                             selectPreprocessing="extend", output=["itemid"]))
+    item = api.item.create(hostid=hostid, interfaceid=interface, type=0, value_type=4, delay="1h",
+                           name="error line as master", key_="tcp.port.count[abc,ESTABLISHED]",
+                           preprocessing=master_steps)["itemids"][0]
+    rule = api.discoveryrule.create(hostid=hostid, interfaceid=interface, type=0, delay="1h",
+                                    name="error line as discovery", key_="tcp.port.count[xyz,ESTABLISHED]",
+                                    preprocessing=rule_steps)["itemids"][0]
+
+    def errors():
+        got = {
+            "item": api.item.get(itemids=item, output=["state", "error"])[0],
+            "rule": api.discoveryrule.get(itemids=rule, output=["state", "error"])[0],
+        }
+        done = got["item"]["state"] == "1" and got["rule"]["state"] == "1"
+        return done, got
+
+    got = wait_for("the error lines to become item errors", errors, poke=lambda: check_now(api, [item, rule]))
+    # Zabbix 6.0 shows it as "Preprocessing failed for: <value>\n1. Failed: <our line>"
+    assert "Failed: tcp-lld: invalid port 'abc'" in got["item"]["error"], got
+    assert "Failed: tcp-lld: invalid port 'xyz'" in got["rule"]["error"], got
+    api.item.delete(item)
+    api.discoveryrule.delete(rule)
+
+
 def test_zz_report_discovered_items(api, deployment, capsys):
     """Print what Zabbix collected (for the closing note); fails if nothing was collected."""
     lines = [f"e2e setup (import, hosts, discovery, first values): {deployment['setup_seconds']:.0f} s"]
