@@ -106,7 +106,7 @@ def count_table(snapshot: Snapshot) -> bytes:
 
 
 def discovery_inputs(snapshot: Snapshot) -> bytes:
-    """What discovery needs from a scan, one line per port (parsed by `discovery.stored_ports`)::
+    """What discovery needs from a scan, one line per port (parsed by `discovery.StoredPort`)::
 
         P <port> <1 listening | 0 gone> <address,...> <family,...> <inode,...|->
         O <outbound port> <outbound port> ...
