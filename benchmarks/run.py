@@ -92,17 +92,10 @@ print([line.split()[1] for line in open("/proc/self/status") if line.startswith(
 
 INPROC_SRC = r"""import json, statistics, sys, time
 runs = int(sys.argv[1])
-from tcp_lld import scan as S
-try:  # as tcp_lld.collect calls it: with the ephemeral range (skips per-port TIME_WAIT tallies)
-    from tcp_lld.host import ephemeral_port_range
-    eph = ephemeral_port_range()
-    scan = lambda source: S.scan(source, eph)
-except (ImportError, TypeError):
-    scan = S.scan
-try:
-    from tcp_lld.collect import collect
-except ImportError:
-    collect = None
+from tcp_lld.collect import collect
+from tcp_lld.host import ephemeral_port_range
+from tcp_lld.scan import scan
+eph = ephemeral_port_range()  # as collect passes it: sockets on ephemeral ports are not tallied by port
 out = {}
 for name in ('auto', 'netlink', 'procfs', 'collect'):
     ts = []
@@ -110,15 +103,16 @@ for name in ('auto', 'netlink', 'procfs', 'collect'):
         for _ in range(runs):
             t = time.perf_counter()
             if name == 'collect':  # scan + snapshot + every answer rendered (no memory file)
-                collect(None, 86400.0, None)
+                record = collect(None, 86400.0, None, False)
             else:
-                r = scan(None if name == 'auto' else name)
+                result = scan(None if name == 'auto' else name, eph)
             ts.append(time.perf_counter() - t)
     except Exception as e:
         out[name] = {'error': repr(e)}
         continue
-    out[name] = {'median_ms': statistics.median(ts) * 1e3, 'min_ms': min(ts) * 1e3,
-                 'sockets': r.sockets, 'source': r.source}
+    out[name] = {'median_ms': statistics.median(ts) * 1e3, 'min_ms': min(ts) * 1e3}
+    if name != 'collect':
+        out[name].update(sockets=result.sockets, source=result.source)
 print(json.dumps(out))
 """
 

@@ -23,14 +23,22 @@ def is_private(status: os.stat_result) -> bool:
     return status.st_uid == os.geteuid() and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def ensure_private_directory(path: str) -> bool:
-    """Create `path` (mode 0700) if needed; True only if it is a real directory that is ours alone."""
+def is_private_directory(path: str) -> bool:
+    """A real directory (not a symlink) that is ours alone."""
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
         status = os.lstat(path)
     except OSError:
         return False
     return stat.S_ISDIR(status.st_mode) and is_private(status)
+
+
+def ensure_private_directory(path: str) -> bool:
+    """Create `path` (mode 0700) if needed; True only if it is a real directory that is ours alone."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return is_private_directory(path)
 
 
 def read_private_file(path: str) -> Optional[bytes]:

@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import time
 
-from .atomic import ensure_private_directory, is_private, read_private_file, write_private_file
+from .atomic import ensure_private_directory, is_private, is_private_directory, read_private_file, write_private_file
 from .record import Record
 
 TYPE_CHECKING = False  # no `typing` at run time: this module is on the cached path
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
-    Producer = Callable[[Optional[str]], Record]  # memory file path (None: no memory) -> a record
+    # (memory file path or None, whether to save it) -> a fresh record
+    Producer = Callable[[Optional[str], bool], Record]
 
 DEFAULT_TTL = 20.0
 DEFAULT_GRACE = 86400.0
@@ -64,22 +65,23 @@ def default_directory() -> Optional[str]:
 class SnapshotCache:
     """The cached record of one network namespace, in `directory` (None: no cache)."""
 
-    def __init__(self, directory: Optional[str], namespace_id: int, ttl: float, grace: float) -> None:
+    def __init__(self, directory: Optional[str], namespace_id: int, ttl: float, grace: float, source: str) -> None:
         self.directory = directory
         self.ttl = ttl
         self.grace = grace
+        self.source = source
         if directory is not None:
             self.path = os.path.join(directory, f"snapshot-{namespace_id}")
             self.lock_path = os.path.join(directory, f"snapshot-{namespace_id}.lock")
             self.memory_path = os.path.join(directory, f"memory-{namespace_id}")
 
     def _fresh(self, not_before: float) -> Optional[Record]:
-        """The stored record if it was scanned after `not_before`, within the TTL, with our grace."""
-        if self.directory is None:
+        """The stored record if it was scanned after `not_before`, within the TTL, as we would scan."""
+        if self.directory is None or not is_private_directory(self.directory):
             return None
         raw = read_private_file(self.path)
         record = Record.from_bytes(raw) if raw else None
-        if record is None or record.grace != self.grace:
+        if record is None or record.grace != self.grace or record.source != self.source:
             return None
         now = time.time()
         if record.started < not_before or not now - self.ttl < record.started <= now + 1:
@@ -90,18 +92,18 @@ class SnapshotCache:
         """A fresh record: the cached one, or one produced under the lock by us or a concurrent caller."""
         asked_at = time.time()
         not_before = asked_at if force else 0.0
-        record = self._fresh(not_before)
+        record = None if force else self._fresh(not_before)
         if record is not None:
             return record
         if self.directory is None or not ensure_private_directory(self.directory):
-            return produce(None)
+            return produce(None, False)
         lock = self._lock()
-        if lock is None:
-            return produce(None)
+        if lock is None:  # a scan is stuck elsewhere: scan too, reading the memory but not writing it
+            return produce(self.memory_path, False)
         try:
             record = self._fresh(not_before)
             if record is None:
-                record = produce(self.memory_path)
+                record = produce(self.memory_path, True)
                 try:
                     write_private_file(self.path, record.to_bytes())
                 except OSError:

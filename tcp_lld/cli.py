@@ -16,7 +16,6 @@ from . import __version__
 from .cache import DEFAULT_GRACE, DEFAULT_TTL, SnapshotCache, default_directory
 from .errors import TcpLldError, UsageError
 from .record import Record
-from .scan import SOURCES
 
 TYPE_CHECKING = False  # `typing` costs ~15 ms of start-up (re, enum...): only for type checkers
 if TYPE_CHECKING:
@@ -64,7 +63,9 @@ def _split(argv: List[str]) -> Tuple[str, List[str], Dict[str, str]]:
     arguments = iter(argv)
     for argument in arguments:
         name, equals, value = argument.partition("=")
-        if argument.startswith("--") and len(argument) > 2:
+        if argument == "--":  # the rest is positional: the agent passes item key parameters after it
+            positional.extend(arguments)
+        elif argument.startswith("--"):
             if name in _VALUE_OPTIONS:
                 if not equals:
                     value = next(arguments, None)  # type: ignore[assignment]
@@ -96,7 +97,7 @@ def _seconds(options: Dict[str, str], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= 10 * 365 * 86400 or value != value:
+    if not 0 <= value <= 10 * 365 * 86400:  # NaN fails this too
         raise UsageError(f"invalid {name} {text!r} (seconds, 0 or more)")
     return value
 
@@ -139,7 +140,7 @@ def _count_query(arguments: List[str]) -> CountQuery:
 
 def _count(record: Record, query: CountQuery) -> int:
     if query.port is None:
-        return record.count(b"T", query.state_index) or 0
+        return record.count(b"T", query.state_index)  # type: ignore[return-value]  # always there
     value = record.count(b"%s%d" % (b"R" if query.remote else b"L", query.port), query.state_index)
     if value is not None:
         return value
@@ -162,8 +163,11 @@ def run(argv: List[str]) -> bytes:
     ttl = _seconds(options, "--ttl", DEFAULT_TTL)
     grace = _seconds(options, "--grace", DEFAULT_GRACE)
     source = options.get("--source")
-    if source is not None and source not in SOURCES:
-        raise UsageError(f"unknown source {source!r} ({', '.join(SOURCES)})")
+    if source is not None:
+        from .scan import SOURCES
+
+        if source not in SOURCES:
+            raise UsageError(f"unknown source {source!r} ({', '.join(SOURCES)})")
     if command == "discovery":
         from . import discovery
 
@@ -176,12 +180,12 @@ def run(argv: List[str]) -> bytes:
     from .host import network_namespace_id
 
     directory = options.get("--cache-dir") or default_directory()
-    cache = SnapshotCache(directory, network_namespace_id(), ttl, grace)
+    cache = SnapshotCache(directory, network_namespace_id(), ttl, grace, source or "auto")
 
-    def produce(memory_path: Optional[str]) -> Record:
+    def produce(memory_path: Optional[str], save_memory: bool) -> Record:
         from .collect import collect
 
-        return collect(source, grace, memory_path)
+        return collect(source, grace, memory_path, save_memory)
 
     record = cache.get(produce, force="--no-cache" in options)
     if command == "stats":
@@ -198,7 +202,8 @@ def run(argv: List[str]) -> bytes:
 
 
 def _fail(message: str, status: int) -> NoReturn:
-    sys.stdout.write(f"tcp-lld: {message}\n")
+    line = " ".join(message.split())  # one line, whatever the exception said
+    sys.stdout.write(f"tcp-lld: {line}\n")
     sys.stdout.flush()
     raise SystemExit(status)
 

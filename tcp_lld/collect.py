@@ -14,13 +14,14 @@ if TYPE_CHECKING:
     from typing import Optional
 
 
-def collect(source: Optional[str], grace: float, memory_path: Optional[str]) -> Record:
-    """A fresh record. With a memory path (held under the cache lock) gone ports are remembered."""
+def collect(source: Optional[str], grace: float, memory_path: Optional[str], save_memory: bool) -> Record:
+    """A fresh record. With a memory path gone ports are remembered; only the holder of the cache
+    lock saves the memory (`save_memory`)."""
     ephemeral = ephemeral_port_range()
     result = scan(source, ephemeral)
     memory = Memory.load(memory_path) if memory_path else Memory()
     snapshot = Snapshot.build(result, memory, ephemeral, grace)
-    if memory_path:
+    if memory_path and save_memory:
         try:
             memory.save(memory_path)
         except OSError:
@@ -28,6 +29,7 @@ def collect(source: Optional[str], grace: float, memory_path: Optional[str]) -> 
     return Record(
         result.started,
         grace,
+        source or "auto",
         render.master_document(snapshot),
         render.count_table(snapshot),
         render.discovery_inputs(snapshot),

@@ -2,7 +2,7 @@
 
 A scan stores each discovered port's addresses, families and socket inodes in the cache record
 (`render.discovery_inputs`); process and service names are looked up only here, when discovery
-actually runs (hourly), never on the scan path.
+actually runs (every 15 minutes in the template), never on the scan path.
 """
 
 from __future__ import annotations
@@ -93,11 +93,12 @@ def listening_rows(stored: bytes, ephemeral: Tuple[int, int], filters: Filters) 
         for line in stored.decode("ascii").splitlines()
         if line.startswith("P ")
     ]
+    scopes = {port.port: scope(port.addresses) for port in ports}
     ports = [
         port for port in ports
         if filters.wants(port.port)
         and not (filters.skip_ephemeral and low <= port.port <= high)
-        and not (filters.skip_loopback and scope(port.addresses) == "loopback")
+        and not (filters.skip_loopback and scopes[port.port] == "loopback")
     ]
     names = owners(inode for port in ports for inode in port.inodes)
     return [
@@ -105,7 +106,7 @@ def listening_rows(stored: bytes, ephemeral: Tuple[int, int], filters: Filters) 
             "{#PORT}": str(port.port),
             "{#ADDRESS}": ",".join(port.addresses),
             "{#FAMILY}": ",".join(f"ipv{family}" for family in port.families),
-            "{#SCOPE}": scope(port.addresses),
+            "{#SCOPE}": scopes[port.port],
             "{#PROCESS}": ",".join(sorted({names[inode] for inode in port.inodes if names.get(inode)})),
             "{#SERVICE}": service_name(port.port),
             "{#STATUS}": "listening" if port.listening else "gone",

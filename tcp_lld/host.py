@@ -13,8 +13,14 @@ DEFAULT_EPHEMERAL = (32768, 60999)  # the kernel's default net.ipv4.ip_local_por
 
 
 def network_namespace_id() -> int:
-    """Inode of our network namespace: two processes see the same sockets iff they share it."""
-    return os.stat(os.path.join(PROC, "self/ns/net")).st_ino
+    """Inode of our network namespace: two processes see the same sockets iff they share it.
+
+    0 where there is no /proc/self/ns/net (other systems, old kernels): one namespace only.
+    """
+    try:
+        return os.stat(os.path.join(PROC, "self/ns/net")).st_ino
+    except OSError:
+        return 0
 
 
 def ephemeral_port_range() -> Tuple[int, int]:

@@ -1,6 +1,6 @@
 """Which process owns a socket: walk /proc/<pid>/fd for the inodes of listening sockets.
 
-Only for discovery (hourly), only for the few listening sockets. As an unprivileged user (the
+Only for discovery (every 15 minutes in the template), only for the few listening sockets. As an unprivileged user (the
 agent's `zabbix`) only our own processes' descriptors are readable; others stay unnamed, which is
 what `ss -p` shows too without root.
 """

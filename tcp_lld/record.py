@@ -1,6 +1,6 @@
 """One snapshot as the cache stores it: every answer pre-rendered, so readers only copy bytes.
 
-    tcp-lld/1 <scan start> <grace> <len stats> <len counts> <len discovery>\\n<stats><counts><discovery>
+    tcp-lld/2 <scan start> <grace> <source asked> <len stats> <len counts> <len discovery>\\n<stats>...
 
 `stats` is the master document cut just before the value of `meta.age_seconds`, which a reader
 appends; `counts` is `render.count_table`; `discovery` is `render.discovery_inputs`, the
@@ -14,24 +14,26 @@ TYPE_CHECKING = False  # no `typing` at run time: this module is on the cached p
 if TYPE_CHECKING:
     from typing import Optional, Tuple
 
-MAGIC = b"tcp-lld/1"
+MAGIC = b"tcp-lld/2"
 
 
 class Record:
     """A scan's pre-rendered answers."""
 
-    __slots__ = ("started", "grace", "stats", "counts", "discovery")
+    __slots__ = ("started", "grace", "source", "stats", "counts", "discovery")
 
-    def __init__(self, started: float, grace: float, stats: bytes, counts: bytes, discovery: bytes) -> None:
+    def __init__(self, started: float, grace: float, source: str, stats: bytes, counts: bytes, discovery: bytes) -> None:
         self.started = started  # Unix time the scan started
         self.grace = grace  # the grace period it was made with
+        self.source = source  # the scan source asked for: auto, netlink, procfs or psutil
         self.stats = stats
         self.counts = counts
         self.discovery = discovery
 
     def to_bytes(self) -> bytes:
-        header = b"%s %r %r %d %d %d\n" % (
-            MAGIC, self.started, self.grace, len(self.stats), len(self.counts), len(self.discovery)
+        header = b"%s %r %r %s %d %d %d\n" % (
+            MAGIC, self.started, self.grace, self.source.encode("ascii"),
+            len(self.stats), len(self.counts), len(self.discovery),
         )
         return header + self.stats + self.counts + self.discovery
 
@@ -39,11 +41,11 @@ class Record:
     def from_bytes(cls, raw: bytes) -> Optional[Record]:
         end = raw.find(b"\n", 0, 200)
         fields = raw[:end].split()
-        if end < 0 or len(fields) != 6 or fields[0] != MAGIC:
+        if end < 0 or len(fields) != 7 or fields[0] != MAGIC:
             return None
         try:
-            started, grace = float(fields[1]), float(fields[2])
-            stats_length, counts_length, discovery_length = int(fields[3]), int(fields[4]), int(fields[5])
+            started, grace, source = float(fields[1]), float(fields[2]), fields[3].decode("ascii")
+            stats_length, counts_length, discovery_length = int(fields[4]), int(fields[5]), int(fields[6])
         except ValueError:
             return None
         body = end + 1
@@ -51,7 +53,7 @@ class Record:
             return None
         counts_start = body + stats_length
         discovery_start = counts_start + counts_length
-        return cls(started, grace, raw[body:counts_start], raw[counts_start:discovery_start], raw[discovery_start:])
+        return cls(started, grace, source, raw[body:counts_start], raw[counts_start:discovery_start], raw[discovery_start:])
 
     def stats_document(self, now: float) -> bytes:
         """The master document with its age filled in."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     Tally = Dict[int, int]  # port << 4 | state -> sockets (a dict or a Counter)
 
 PORT_SHIFT = 4  # tally key = port << PORT_SHIFT | kernel state number (1..11)
+MEMORY_RETENTION = 86400.0  # seconds a gone port stays in the shared memory, at least
 
 
 class Listener:
@@ -125,6 +126,11 @@ class Snapshot:
         for port in ports_in(result.remote):
             if port and not low <= port <= high:
                 memory.remote[port] = now
-        memory.forget_older_than(now - grace)
-        gone = {port: entry for port, entry in memory.listening.items() if port not in listening}
-        return cls(result, listening, gone, sorted(memory.remote), ephemeral)
+        # The memory is shared by every caller: keep it for the longest grace anyone may use, and
+        # apply this caller's grace only to what it reports (a `--grace 0` must not wipe it).
+        memory.forget_older_than(now - max(grace, MEMORY_RETENTION))
+        oldest = now - grace
+        gone = {port: entry for port, entry in memory.listening.items()
+                if port not in listening and entry.seen >= oldest}
+        remote_ports = sorted(port for port, seen in memory.remote.items() if seen >= oldest)
+        return cls(result, listening, gone, remote_ports, ephemeral)

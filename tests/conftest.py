@@ -52,8 +52,3 @@ def world() -> Iterator[World]:
 def cli(tmp_path: Path) -> Cli:
     cache = tmp_path / "cache"
     return Cli(cache)
-
-
-def ss_lines(*filters: str) -> List[str]:
-    """`ss -Htan` output lines, an independent view of the same namespace."""
-    return subprocess.run(["ss", "-Htan", *filters], capture_output=True, text=True, check=True).stdout.splitlines()

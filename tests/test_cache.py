@@ -117,3 +117,20 @@ def test_temporary_files_of_killed_writers_are_removed(world, cli):
     recent.write_bytes(b"being written")
     cli.json("stats", "--no-cache")
     assert not orphan.exists() and recent.exists()
+
+
+def test_callers_asking_another_source_do_not_get_this_one(world, cli):
+    assert cli.json("stats", "--source", "procfs")["meta"]["source"] == "procfs"
+    assert cli.json("stats", "--source", "psutil")["meta"]["source"] == "psutil"
+    assert cli.json("stats")["meta"]["source"] == "netlink"
+
+
+def test_a_symlinked_directory_is_not_read_either(world, cli, tmp_path):
+    """A directory swapped for a symlink after use: its (our own) files are not read through it."""
+    cli.json("stats")
+    real = tmp_path / "real"
+    cli.cache_dir.rename(real)
+    cli.cache_dir.symlink_to(real)
+    [name] = [n for n in os.listdir(real) if n.startswith("snapshot-") and not n.endswith(".lock")]
+    (real / name).write_bytes((real / name).read_bytes().replace(b'"ESTABLISHED":7', b'"ESTABLISHED":9'))
+    assert cli.json("stats")["ports"]["8080"]["ESTABLISHED"] == 7

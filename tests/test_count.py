@@ -2,6 +2,8 @@
 
 import pytest
 
+from tcp_lld.states import STATE_NAMES, parse_state
+
 
 @pytest.mark.parametrize(
     "port, spelling, expected",
@@ -15,7 +17,9 @@ import pytest
     ],
 )
 def test_local_counts_in_every_spelling(world, cli, port, spelling, expected):
-    assert world.counts(int(port)).get(spelling.upper().replace("-", "_"), expected) == expected
+    state = parse_state(spelling)
+    truth = world.counts(int(port))
+    assert (sum(truth.values()) if state == 0 else truth[STATE_NAMES[state - 1]]) == expected
     assert cli.ok("count", port, spelling) == f"{expected}\n"
     assert cli.ok("count", port, spelling, "in") == f"{expected}\n"
 
@@ -39,3 +43,11 @@ def test_an_ephemeral_port_is_refused_not_guessed(world, cli):
     done = cli.run("count", "45000", "ESTABLISHED")
     assert done.returncode != 0
     assert done.stdout.startswith("tcp-lld: port 45000 is in the ephemeral range")
+
+
+def test_the_agent_form_never_takes_parameters_for_options(world, cli):
+    """agent_conf runs `count -- "$1" "$2" "$3"`: a key like tcp.port.count[--no-cache,...] is a bad port."""
+    assert cli.ok("count", "--", "8080", "ESTABLISHED", "") == "7\n"
+    assert cli.ok("count", "--", "", "LISTEN", "") == f"{world.totals()['LISTEN']}\n"
+    done = cli.run("count", "--", "--no-cache", "all", "")
+    assert done.returncode == 2 and done.stdout.startswith("tcp-lld: invalid port '--no-cache'")

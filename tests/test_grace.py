@@ -51,3 +51,10 @@ def test_outbound_ports_are_kept_through_the_grace_period_too(cli):
         document = cli.json("stats", "--no-cache")
         assert document["remote"]["1521"]["ESTABLISHED"] == 0
         assert [row["{#PORT}"] for row in cli.json("discovery", "--outbound")["data"]] == ["1521"]
+
+
+def test_a_caller_with_a_shorter_grace_does_not_erase_the_shared_memory(own_world, cli):
+    cli.json("stats", "--no-cache")
+    own_world.stop_listener(6379)
+    assert "6379" not in cli.json("stats", "--no-cache", "--grace", "0")["ports"]
+    assert cli.json("stats", "--no-cache")["ports"]["6379"]["LISTEN"] == 0  # still remembered

@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 
+from tcp_lld import __version__
 from tcp_lld.memory import Memory
 from tcp_lld.record import Record
 from tcp_lld.render import DocumentTooLarge, master_document
@@ -29,7 +30,7 @@ def snapshot_with(listening_ports, remote_ports, backlog=128):
 
 
 def parse(prefix: bytes) -> dict:
-    return json.loads(Record(0, 0, prefix, b"", b"").stats_document(1.25))
+    return json.loads(Record(0, 0, "auto", prefix, b"", b"").stats_document(1.25))
 
 
 def test_the_document_parses_with_every_field():
@@ -41,7 +42,7 @@ def test_the_document_parses_with_every_field():
     assert document["remote"]["3306"]["TIME_WAIT"] == 1
     assert document["total"]["LISTEN"] == 2
     assert document["meta"] == {
-        "source": "netlink", "version": document["meta"]["version"], "timestamp": 1763770000.5,
+        "source": "netlink", "version": __version__, "timestamp": 1763770000.5,
         "scan_seconds": 0.0123, "sockets": 8, "ports": 2, "remote_ports": 1, "truncated": 0, "age_seconds": 1.25,
     }
 

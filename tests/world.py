@@ -20,8 +20,7 @@ from typing import Dict, Iterator, List, Tuple
 
 from netns import private_network_namespace
 
-STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
-          "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+from tcp_lld.states import STATE_NAMES as STATES
 
 
 class World:

@@ -18,8 +18,8 @@ def scan(source: Optional[str] = None, ephemeral: Optional[Tuple[int, int]] = No
     """Scan with `source`, or with the best method this system allows.
 
     On Linux netlink is tried first; a refusal (SELinux, a kernel without inet_diag) falls back to
-    /proc/net/tcp{,6}, which gives the same counts. `ephemeral` lets netlink skip counting
-    TIME_WAIT sockets by port on non-listening ephemeral ports (see `netlink.scan`).
+    /proc/net/tcp{,6}, which gives the same counts. `ephemeral` lets netlink skip counting by port
+    the sockets on non-listening ephemeral ports (they stay in the totals; see `netlink.scan`).
     """
     if source is not None and source not in SOURCES:
         raise UsageError(f"unknown scan source {source!r} (use one of: {', '.join(SOURCES)})")

@@ -23,7 +23,10 @@ _STATE_NUMBERS = {name: number for number, name in enumerate(STATE_NAMES, start=
 
 def scan() -> ScanResult:
     """One scan through `psutil.net_connections('tcp')`; queues are not visible this way."""
-    import psutil
+    try:
+        import psutil
+    except ImportError:
+        raise ScanError("psutil: not installed (pip install psutil)") from None
 
     started = time.time()
     clock = time.perf_counter()
