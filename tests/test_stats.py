@@ -4,9 +4,10 @@ import json
 
 import pytest
 
+from tcp_lld.scan import SOURCES
 from world import STATES
 
-METHODS = ["netlink", "procfs", "psutil"]
+METHODS = list(SOURCES)
 
 
 @pytest.mark.parametrize("method", METHODS)

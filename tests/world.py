@@ -153,3 +153,8 @@ def living_world() -> Iterator[World]:
             yield world
         finally:
             world.close()
+
+
+def named(counts: List[int]) -> Dict[str, int]:
+    """11 counts in kernel order -> {state name: count}, the shape `World.counts` returns."""
+    return dict(zip(STATES, counts))

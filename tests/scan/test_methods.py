@@ -2,15 +2,11 @@
 
 import pytest
 
-from tcp_lld.scan import scan
+from tcp_lld.scan import SOURCES, scan
 from tcp_lld.snapshot import counts_for
-from tcp_lld.states import STATE_NAMES
+from world import named
 
-METHODS = ["netlink", "procfs", "psutil"]
-
-
-def named(counts):
-    return dict(zip(STATE_NAMES, counts))
+METHODS = list(SOURCES)
 
 
 @pytest.mark.parametrize("method", METHODS)

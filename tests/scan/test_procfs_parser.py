@@ -8,13 +8,9 @@ import pytest
 from tcp_lld.errors import ParseError, ScanError
 from tcp_lld.scan import procfs
 from tcp_lld.snapshot import counts_for
-from tcp_lld.states import STATE_NAMES
+from world import named
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "procfs"
-
-
-def named(counts):
-    return dict(zip(STATE_NAMES, counts))
 
 
 def test_captured_world_parses_to_the_known_counts():
