@@ -91,26 +91,27 @@ print([line.split()[1] for line in open("/proc/self/status") if line.startswith(
 
 INPROC_SRC = r"""import json, statistics, sys, time
 runs = int(sys.argv[1])
-from tcp_lld.collect import collect
-from tcp_lld.host import ephemeral_port_range
+from tcp_lld.namespace import current_namespace, ephemeral_port_range
+from tcp_lld.refresh import refresh
 from tcp_lld.scan import scan
-eph = ephemeral_port_range()  # as collect passes it: sockets on ephemeral ports are not tallied by port
+eph = ephemeral_port_range()  # as refresh passes it: sockets on ephemeral ports are not tallied by port
+namespace = current_namespace()
 out = {}
-for name in ('auto', 'netlink', 'procfs', 'collect'):
+for name in ('auto', 'netlink', 'procfs', 'refresh'):
     ts = []
     try:
         for _ in range(runs):
             t = time.perf_counter()
-            if name == 'collect':  # scan + snapshot + every answer rendered (no memory file)
-                record = collect(None, 86400.0, None, False)
+            if name == 'refresh':  # scan + grace memory + kernel counters + answers encoded (no files)
+                refresh(None, namespace, 86400.0, 3600.0, None, False)
             else:
-                result = scan(None if name == 'auto' else name, eph)
+                result = scan(None if name == 'auto' else name, (), eph)
             ts.append(time.perf_counter() - t)
     except Exception as e:
         out[name] = {'error': repr(e)}
         continue
     out[name] = {'median_ms': statistics.median(ts) * 1e3, 'min_ms': min(ts) * 1e3}
-    if name != 'collect':
+    if name != 'refresh':
         out[name].update(sockets=result.sockets, source=result.source)
 print(json.dumps(out))
 """
@@ -389,7 +390,7 @@ def report(results, args):
         ip = r.get("inproc", {}).get("auto", {})
         ipms = ip.get("median_ms")
         socks = ip.get("sockets") or r.get("sockets") or 1
-        col = r.get("inproc", {}).get("collect", {}).get("median_ms")
+        col = r.get("inproc", {}).get("refresh", {}).get("median_ms")
         pf = r.get("inproc", {}).get("procfs", {}).get("median_ms")
         lines.append("| %d | %.2f | %s | %s | %s | %s | %.1f | %s | %.1f |" % (
             r["size"], med(tm["tcp-lld stats --no-cache"]) / med(tm["floor: raw sock_diag dump"]),

@@ -1,12 +1,13 @@
-"""One scan shared by every caller: a per-namespace snapshot file, its lock and its freshness.
+"""One scan shared by every caller: a per-namespace answers file, its lock and its freshness.
 
-The agent runs many pollers at once. Readers of a fresh snapshot only read one file (no lock, no
-JSON). When it is stale, callers queue on an flock; the first one scans and replaces the file
-atomically, the others wake up, find it fresh and read it, so N concurrent callers cause ONE scan.
+The agent runs many pollers at once. Readers of a fresh file only read it (no lock, no JSON). When
+it is stale, callers queue on an flock; the first one scans and replaces the file atomically, the
+others wake up, find it fresh and read it, so N concurrent callers cause ONE scan.
 
-The directory must be ours alone (see `atomic`); when no such directory can be had, or the lock
-cannot be taken in time, the caller scans for itself rather than fail: a monitor that crashes
-because of its cache is worse than one that scans twice.
+A caller never waits past the agent's Timeout for a stuck scan: after `LOCK_WAIT` it answers from
+the last file (marked stale) when one younger than `MAX_STALE` exists, else it scans for itself
+without touching the memory. When no private directory can be had at all, it scans every time:
+a monitor that fails because of its cache is worse than one that scans twice.
 """
 
 from __future__ import annotations
@@ -14,32 +15,37 @@ from __future__ import annotations
 import os
 import time
 
-from .atomic import ensure_private_directory, is_private, is_private_directory, read_private_file, write_private_file
-from .record import Record
+from .answers import MAX_BYTES, Answers
+from .private_files import TEMPORARY_SUFFIX, PrivateDirectory, is_private
 
 TYPE_CHECKING = False  # no `typing` at run time: this module is on the cached path
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Callable, Optional, Tuple
 
-    # (memory file path or None, whether to save it) -> a fresh record
-    Producer = Callable[[Optional[str], bool], Record]
+    from .namespace import Namespace
+
+    # (the directory or None, whether to save the memory) -> a fresh answers file
+    Refresh = Callable[[Optional[PrivateDirectory], bool], bytes]
 
 DEFAULT_TTL = 20.0
-DEFAULT_GRACE = 86400.0
-LOCK_WAIT = 2.0  # below the agent's default 3 s Timeout
-
-
+LOCK_WAIT = 1.0  # then the last answers, marked stale: well inside the agent's default 3 s Timeout
+MAX_STALE = 600.0  # older answers are not served, even marked stale
+ORPHAN_AGE = 60.0  # a temporary file this old belongs to a writer that was killed
+EXPIRY = 2 * 86400.0  # files of a namespace nobody asked about this long are removed
+PREFIXES = ("answers-", "grace-", "lock-")
 SYSTEM_DIRECTORY = "/var/cache/tcp-lld"  # made by scripts/install for the agent's user
 
 
 def default_directory() -> Optional[str]:
-    """Where this user's snapshots live, or None (no cache: scan on every call).
+    """Where this user's files live, or None (no cache: scan on every call).
 
     `$TCP_LLD_CACHE_DIR`; else `$XDG_RUNTIME_DIR/tcp-lld` when that runtime directory is ours;
-    else /var/cache/tcp-lld when it is ours (the installer makes it for `zabbix`, whose home on
-    Debian is /nonexistent); else `~/.cache/tcp-lld`, with the home directory from the password
-    database. Ownership decides, not the environment: the agent drops privileges to `zabbix` but
-    keeps root's `$HOME` and `$XDG_RUNTIME_DIR`.
+    else /var/cache/tcp-lld when it is ours (the installer makes it for `zabbix`); else
+    `~/.cache/tcp-lld` when the home directory exists; else `/var/tmp/tcp-lld-<uid>`, which a plain
+    `pip install` run by the agent (home /nonexistent) gets without an admin step, and which
+    survives reboots. Ownership decides, not the environment: the agent drops privileges to
+    `zabbix` but keeps root's `$HOME` and `$XDG_RUNTIME_DIR`. Every candidate is checked again
+    when opened (`PrivateDirectory.open`): one planted by another user is refused.
     """
     explicit = os.environ.get("TCP_LLD_CACHE_DIR")
     if explicit:
@@ -56,84 +62,92 @@ def default_directory() -> Optional[str]:
     try:
         home = pwd.getpwuid(os.geteuid()).pw_dir
     except KeyError:
-        return None
-    if not home or home == "/" or not os.path.isdir(home):
-        return None
-    return os.path.join(home, ".cache", "tcp-lld")
+        home = ""
+    if home and home != "/" and os.path.isdir(home):
+        return os.path.join(home, ".cache", "tcp-lld")
+    return f"/var/tmp/tcp-lld-{os.geteuid()}"
 
 
-class SnapshotCache:
-    """The cached record of one network namespace, in `directory` (None: no cache)."""
+class AnswerCache:
+    """The answers file of one namespace and scan source, in `path` (None: no cache)."""
 
-    def __init__(self, directory: Optional[str], namespace_id: int, ttl: float, grace: float, source: str) -> None:
-        self.directory = directory
-        self.ttl = ttl
-        self.grace = grace
+    def __init__(self, path: Optional[str], namespace: Namespace, source: str, ttl: float) -> None:
+        self.path = path
+        self.namespace = namespace
         self.source = source
-        if directory is not None:
-            self.path = os.path.join(directory, f"snapshot-{namespace_id}")
-            self.lock_path = os.path.join(directory, f"snapshot-{namespace_id}.lock")
-            self.memory_path = os.path.join(directory, f"memory-{namespace_id}")
+        self.ttl = ttl
+        self.name = f"answers-{namespace.key}-{source}"
+        self.lock_name = f"lock-{namespace.key}"
 
-    def _fresh(self, not_before: float) -> Optional[Record]:
-        """The stored record if it was scanned after `not_before`, within the TTL, as we would scan."""
-        if self.directory is None or not is_private_directory(self.directory):
+    def _stored(self, directory: PrivateDirectory) -> Optional[Answers]:
+        """The stored answers if they are this namespace's (this boot) and this source's."""
+        stored = Answers.decode(directory.read(self.name, MAX_BYTES))
+        if stored is None or stored.stamp != self.namespace.stamp or stored.source_asked != self.source:
             return None
-        raw = read_private_file(self.path)
-        record = Record.from_bytes(raw) if raw else None
-        if record is None or record.grace != self.grace or record.source != self.source:
-            return None
+        return stored
+
+    def _fresh(self, directory: PrivateDirectory, not_before: float) -> Optional[Answers]:
+        stored = self._stored(directory)
         now = time.time()
-        if record.started < not_before or not now - self.ttl < record.started <= now + 1:
+        if stored is None or stored.started < not_before or not now - self.ttl < stored.started <= now + 1:
             return None
-        return record
+        return stored
 
-    def get(self, produce: Producer, force: bool = False) -> Record:
-        """A fresh record: the cached one, or one produced under the lock by us or a concurrent caller."""
-        asked_at = time.time()
-        not_before = asked_at if force else 0.0
-        record = None if force else self._fresh(not_before)
-        if record is not None:
-            return record
-        if self.directory is None or not ensure_private_directory(self.directory):
-            return produce(None, False)
-        lock = self._lock()
-        if lock is None:  # a scan is stuck elsewhere: scan too, reading the memory but not writing it
-            return produce(self.memory_path, False)
-        try:
-            record = self._fresh(not_before)
-            if record is None:
-                record = produce(self.memory_path, True)
+    def get(self, refresh: Refresh, force: bool = False) -> Tuple[Answers, bool]:
+        """(answers, stale): the cached ones, or fresh ones made under the lock by us or another."""
+        not_before = time.time() if force else 0.0
+        if self.path is None:
+            return self._decode(refresh(None, False)), False
+        if not force:
+            directory = PrivateDirectory.open(self.path)
+            if directory is not None:
+                with directory:
+                    fresh = self._fresh(directory, not_before)
+                if fresh is not None:
+                    return fresh, False
+        directory = PrivateDirectory.open(self.path, create=True)
+        if directory is None:
+            return self._decode(refresh(None, False)), False
+        with directory:
+            lock = self._lock(directory)
+            if lock is None:  # a scan is stuck elsewhere: the last answers, else a scan of our own
+                last = None if force else self._stored(directory)
+                if last is not None and last.started > time.time() - MAX_STALE:
+                    return last, True
+                return self._decode(refresh(directory, False)), False
+            try:
+                fresh = self._fresh(directory, not_before)
+                if fresh is not None:
+                    return fresh, False
+                raw = refresh(directory, True)
                 try:
-                    write_private_file(self.path, record.to_bytes())
+                    directory.write(self.name, raw)
                 except OSError:
                     pass  # a full or read-only disk: this caller still gets its answer
-                self._remove_orphans(record.started)
-            return record
-        finally:
-            os.close(lock)
+                self._tidy(directory)
+                return self._decode(raw), False
+            finally:
+                os.close(lock)
 
-    def _remove_orphans(self, now: float) -> None:
-        """Temporary files of writers that were killed mid-write (the agent kills slow items)."""
-        try:
-            for name in os.listdir(self.directory):
-                path = os.path.join(self.directory, name)
-                if name.endswith(".tmp") and os.lstat(path).st_mtime < now - 60:
-                    os.unlink(path)
-        except OSError:
-            pass
+    @staticmethod
+    def _decode(raw: bytes) -> Answers:
+        answers = Answers.decode(raw)
+        assert answers is not None, "refresh produced an unreadable answers file"
+        return answers
 
-    def _lock(self) -> Optional[int]:
-        """An exclusive flock on the lock file, or None if it is not ours or not had in time."""
+    def _tidy(self, directory: PrivateDirectory) -> None:
+        """Remove temporary files of killed writers and the files of namespaces long gone; only
+        names of our own making, nothing else in the directory."""
+        now = time.time()
+        directory.remove_expired(PREFIXES, now - ORPHAN_AGE, suffix=TEMPORARY_SUFFIX)
+        directory.remove_expired(PREFIXES, now - EXPIRY, keep=("grace-host",))
+
+    def _lock(self, directory: PrivateDirectory) -> Optional[int]:
+        """An exclusive flock on the namespace's lock file, or None if not had within LOCK_WAIT."""
         import fcntl
 
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            descriptor = os.open(self.lock_path, flags, 0o600)
-        except OSError:
-            return None
-        if not is_private(os.fstat(descriptor)):
-            os.close(descriptor)
+        descriptor = directory.open_lock_file(self.lock_name)
+        if descriptor is None:
             return None
         deadline = time.monotonic() + LOCK_WAIT
         while True:

@@ -13,13 +13,19 @@ from __future__ import annotations
 import sys
 
 from . import __version__
-from .cache import DEFAULT_GRACE, DEFAULT_TTL, SnapshotCache, default_directory
+from .cache import DEFAULT_TTL, AnswerCache, default_directory
 from .errors import TcpLldError, UsageError
-from .record import Record
 
 TYPE_CHECKING = False  # `typing` costs ~15 ms of start-up (re, enum...): only for type checkers
 if TYPE_CHECKING:
     from typing import Dict, List, NoReturn, Optional, Tuple
+
+    from .private_files import PrivateDirectory
+
+DEFAULT_GRACE = 86400.0
+DEFAULT_MIN_AGE = 3600.0
+MAX_ARGUMENT = 256  # characters; the agent passes item key parameters, nothing longer is valid
+MAX_ERROR_LINE = 300  # characters of an error line: Zabbix shows it as the item's reason
 
 USAGE = """\
 usage: tcp-lld [options] discovery [--outbound] [--ports LIST] [--skip-loopback] [--skip-ephemeral]
@@ -27,27 +33,31 @@ usage: tcp-lld [options] discovery [--outbound] [--ports LIST] [--skip-loopback]
        tcp-lld [options] count PORT|all STATE [in|out]
 
   discovery         Zabbix LLD JSON of listening TCP ports ({#PORT}, {#ADDRESS}, {#FAMILY},
-                    {#SCOPE}, {#PROCESS}, {#SERVICE}, {#STATUS}, {#EPHEMERAL})
-    --outbound      LLD of outbound service ports (remote ports outside the ephemeral range)
+                    {#SCOPE}, {#USER}, {#PROCESS}, {#SERVICE}, {#STATUS}, {#EPHEMERAL})
+    --outbound      LLD of outbound service ports (remote ports of connections this host opened)
     --ports LIST    only these ports, e.g. 22,80,8000-8099
     --skip-loopback   skip ports bound only to loopback addresses
-    --skip-ephemeral  skip listeners inside net.ipv4.ip_local_port_range
-  stats             master JSON: per-port and per-state counts, accept queues, totals, outbound
-  count             one integer: sockets in STATE whose local (in, default) or remote (out) port
-                    is PORT; PORT all or empty: host total. STATE: netstat, ss or RFC spelling, or ALL
+    --skip-ephemeral  skip short-lived listeners of the ephemeral range (see --min-age)
+  stats             master JSON: per-port and per-state counts, accept queues, totals, outbound,
+                    kernel TCP health, meta
+  count             one integer: sockets in STATE connected to listening port PORT (in, default),
+                    or opened by this host to remote port PORT (out); PORT all or empty: host
+                    total. STATE: netstat, ss or RFC spelling, or ALL
 
 options:
-  --ttl SECONDS     reuse a snapshot younger than this (default 20)
+  --ttl SECONDS     reuse a scan younger than this (default 20)
   --no-cache        scan now (concurrent callers still share one scan)
   --grace SECONDS   keep a vanished listener or outbound port this long (default 86400)
+  --min-age SECONDS a listener on the ephemeral range is short-lived until it has listened this
+                    long: flagged {#EPHEMERAL}=1 and never reported gone (default 3600)
   --source NAME     netlink, procfs or psutil (default: the best available)
-  --cache-dir DIR   where snapshots live (default $TCP_LLD_CACHE_DIR, else the first that is the
-                    caller's own: $XDG_RUNTIME_DIR/tcp-lld, /var/cache/tcp-lld, ~/.cache/tcp-lld;
-                    none usable: scan every time)
+  --cache-dir DIR   where answers and the grace memory live (default $TCP_LLD_CACHE_DIR, else the
+                    first that is the caller's own: $XDG_RUNTIME_DIR/tcp-lld, /var/cache/tcp-lld,
+                    ~/.cache/tcp-lld, /var/tmp/tcp-lld-UID)
   --version, --help
 """
 
-_VALUE_OPTIONS = {"--ttl", "--grace", "--source", "--cache-dir", "--ports"}
+_VALUE_OPTIONS = {"--ttl", "--grace", "--min-age", "--source", "--cache-dir", "--ports"}
 _FLAG_OPTIONS = {"--no-cache", "--outbound", "--skip-loopback", "--skip-ephemeral"}
 _COMMAND_OPTIONS = {
     "discovery": {"--outbound", "--ports", "--skip-loopback", "--skip-ephemeral"},
@@ -60,6 +70,9 @@ def _split(argv: List[str]) -> Tuple[str, List[str], Dict[str, str]]:
     """(command, positional arguments, options); options may stand anywhere."""
     positional: List[str] = []
     options: Dict[str, str] = {}
+    for argument in argv:
+        if len(argument) > MAX_ARGUMENT and not argument.startswith("--ports"):
+            raise UsageError(f"argument too long ({len(argument)} characters, at most {MAX_ARGUMENT})")
     arguments = iter(argv)
     for argument in arguments:
         name, equals, value = argument.partition("=")
@@ -75,14 +88,14 @@ def _split(argv: List[str]) -> Tuple[str, List[str], Dict[str, str]]:
             elif name in _FLAG_OPTIONS and not equals:
                 options[name] = ""
             else:
-                raise UsageError(f"unknown option {argument!r} (see tcp-lld --help)")
+                raise UsageError(f"unknown option {argument[:40]!r} (see tcp-lld --help)")
         else:
             positional.append(argument)
     if not positional:
         raise UsageError("no command given (discovery, stats or count; see tcp-lld --help)")
     command = positional.pop(0)
     if command not in _COMMAND_OPTIONS:
-        raise UsageError(f"unknown command {command!r} (discovery, stats or count)")
+        raise UsageError(f"unknown command {command[:40]!r} (discovery, stats or count)")
     for name in options:
         if name in _FLAG_OPTIONS | {"--ports"} and name not in _COMMAND_OPTIONS[command] and name != "--no-cache":
             raise UsageError(f"option {name} does not apply to {command}")
@@ -94,11 +107,11 @@ def _seconds(options: Dict[str, str], name: str, default: float) -> float:
     if text is None:
         return default
     try:
-        value = float(text)
+        value = float(text) if text.isascii() else -1.0
     except ValueError:
         value = -1.0
     if not 0 <= value <= 10 * 365 * 86400:  # NaN fails this too
-        raise UsageError(f"invalid {name} {text!r} (seconds, 0 or more)")
+        raise UsageError(f"invalid {name} {text[:40]!r} (seconds, 0 or more)")
     return value
 
 
@@ -107,67 +120,58 @@ def _port(text: str) -> Optional[int]:
     text = text.strip()
     if text.lower() in ("", "all"):
         return None
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise UsageError(f"invalid port {text!r} (1-65535, or all)")
+    if not 0 < len(text) <= 5 or not all("0" <= character <= "9" for character in text) or not 1 <= int(text) <= 65535:
+        raise UsageError(f"invalid port {text[:40]!r} (1-65535, or all)")
     return int(text)
 
 
 class CountQuery:
     """What `count` was asked: a port (None: host total), a state index (None: all), a direction."""
 
-    __slots__ = ("port", "state_index", "remote")
+    __slots__ = ("port", "state_index", "outbound")
 
-    def __init__(self, port: Optional[int], state_index: Optional[int], remote: bool) -> None:
+    def __init__(self, port: Optional[int], state_index: Optional[int], outbound: bool) -> None:
         self.port = port
         self.state_index = state_index  # 0..10 in STATE_NAMES order
-        self.remote = remote  # count by remote port ("out") instead of local port ("in")
+        self.outbound = outbound  # by remote port ("out") instead of listening port ("in")
 
 
 def _count_query(arguments: List[str]) -> CountQuery:
+    """PORT STATE [in|out]; the agent conf passes every key parameter ("$1".."$9"), so anything
+    after the third that is not empty is a key the admin mistyped, refused rather than ignored."""
     from .states import parse_state
 
+    while len(arguments) > 3 and not arguments[-1]:
+        arguments = arguments[:-1]
     if not 2 <= len(arguments) <= 3:
-        raise UsageError("count needs PORT and STATE, and optionally in or out")
+        raise UsageError("count needs PORT and STATE, and optionally in or out (3 parameters at most)")
     port = _port(arguments[0])
-    state = parse_state(arguments[1])
+    state = parse_state(arguments[1]) if arguments[1].isascii() else None
     if state is None:
-        raise UsageError(f"invalid state {arguments[1]!r} (e.g. ESTABLISHED, TIME_WAIT, CLOSE_WAIT, SYN_RECV, ALL)")
+        raise UsageError(
+            f"invalid state {arguments[1][:40]!r} (e.g. ESTABLISHED, TIME_WAIT, CLOSE_WAIT, SYN_RECV, ALL)"
+        )
     direction = arguments[2].strip().lower() if len(arguments) == 3 else ""
     if direction not in ("", "in", "out"):
-        raise UsageError(f"invalid direction {arguments[2]!r} (in or out)")
+        raise UsageError(f"invalid direction {arguments[2][:40]!r} (in or out)")
     return CountQuery(port, state - 1 if state else None, direction == "out")
-
-
-def _count(record: Record, query: CountQuery) -> int:
-    if query.port is None:
-        return record.count(b"T", query.state_index)  # type: ignore[return-value]  # always there
-    value = record.count(b"%s%d" % (b"R" if query.remote else b"L", query.port), query.state_index)
-    if value is not None:
-        return value
-    low, high = record.ephemeral_range()
-    if low <= query.port <= high:
-        side = "remote" if query.remote else "local"
-        raise UsageError(
-            f"port {query.port} is in the ephemeral range {low}-{high} and not a service port: "
-            f"{side} ephemeral ports are not tallied"
-        )
-    return 0  # service ports with no socket are simply absent from the table
 
 
 def run(argv: List[str]) -> bytes:
     """The value to print for `argv`; raises TcpLldError. Every argument is checked before a scan."""
     command, arguments, options = _split(argv)
     if command != "count" and arguments:
-        raise UsageError(f"unexpected argument {arguments[0]!r} for {command}")
+        raise UsageError(f"unexpected argument {arguments[0][:40]!r} for {command}")
     query = _count_query(arguments) if command == "count" else None
     ttl = _seconds(options, "--ttl", DEFAULT_TTL)
     grace = _seconds(options, "--grace", DEFAULT_GRACE)
+    min_age = _seconds(options, "--min-age", DEFAULT_MIN_AGE)
     source = options.get("--source")
     if source is not None:
         from .scan import SOURCES
 
         if source not in SOURCES:
-            raise UsageError(f"unknown source {source!r} ({', '.join(SOURCES)})")
+            raise UsageError(f"unknown source {source[:40]!r} ({', '.join(SOURCES)})")
     if command == "discovery":
         from . import discovery
 
@@ -177,34 +181,43 @@ def run(argv: List[str]) -> bytes:
             skip_ephemeral="--skip-ephemeral" in options,
         )
 
-    from .host import network_namespace_id
+    from .namespace import current_namespace
 
+    namespace = current_namespace()
     directory = options.get("--cache-dir") or default_directory()
-    cache = SnapshotCache(directory, network_namespace_id(), ttl, grace, source or "auto")
+    cache = AnswerCache(directory, namespace, source or "auto", ttl)
 
-    def produce(memory_path: Optional[str], save_memory: bool) -> Record:
-        from .collect import collect
+    def refresh(private_directory: Optional[PrivateDirectory], save_memory: bool) -> bytes:
+        from .refresh import refresh as scan_and_encode
 
-        return collect(source, grace, memory_path, save_memory)
+        return scan_and_encode(source, namespace, grace, min_age, private_directory, save_memory)
 
-    record = cache.get(produce, force="--no-cache" in options)
+    answers, stale = cache.get(refresh, force="--no-cache" in options)
+    if query is not None:
+        return b"%d" % answers.count(query.port, query.state_index, query.outbound)
+    from .selection import select
+
+    selection = select(answers, grace, min_age)
     if command == "stats":
         import time
 
-        return record.stats_document(time.time())
-    if query is not None:
-        return b"%d" % _count(record, query)
+        from .render import master_document
+
+        return master_document(answers, selection, time.time(), stale)
     from .render import lld
 
     if "--outbound" in options:
-        return lld(discovery.outbound_rows(record.discovery, filters))
-    return lld(discovery.listening_rows(record.discovery, record.ephemeral_range(), filters))
+        return lld(discovery.outbound_rows(selection, filters))
+    return lld(discovery.listening_rows(answers, selection, min_age, filters))
 
 
 def _fail(message: str, status: int) -> NoReturn:
-    line = " ".join(message.split())  # one line, whatever the exception said
-    sys.stdout.write(f"tcp-lld: {line}\n")
-    sys.stdout.flush()
+    """One line on stderr (the agent merges it into the value): whitespace folded, length cut."""
+    line = " ".join(message.split())
+    if len(line) > MAX_ERROR_LINE:
+        line = line[: MAX_ERROR_LINE - 3] + "..."
+    sys.stderr.write(f"tcp-lld: {line}\n")
+    sys.stderr.flush()
     raise SystemExit(status)
 
 

@@ -11,21 +11,21 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Iterable
+    from typing import Dict, Iterable, Tuple
 
 PROC = "/proc"
 
 
-def _process_name(pid: str) -> str:
+def process_name(pid: int) -> str:
     """`comm`, or the executable's base name when `comm` was cut at the kernel's 15 characters."""
     try:
-        with open(os.path.join(PROC, pid, "comm"), "rb") as comm_file:
+        with open(os.path.join(PROC, str(pid), "comm"), "rb") as comm_file:
             name = comm_file.read().decode("utf-8", "replace").strip()
     except OSError:
         return ""
     if len(name) >= 15:
         try:
-            with open(os.path.join(PROC, pid, "cmdline"), "rb") as cmdline_file:
+            with open(os.path.join(PROC, str(pid), "cmdline"), "rb") as cmdline_file:
                 argv0 = cmdline_file.read().split(b"\0", 1)[0].decode("utf-8", "replace")
             base = os.path.basename(argv0.split()[0]) if argv0.strip() else ""
             if base.startswith(name):
@@ -35,10 +35,10 @@ def _process_name(pid: str) -> str:
     return name
 
 
-def owners(inodes: Iterable[int]) -> Dict[int, str]:
-    """Socket inode -> name of the lowest-numbered process holding it (a pre-fork master)."""
+def owners(inodes: Iterable[int]) -> Dict[int, Tuple[int, str]]:
+    """Socket inode -> (pid, name) of the lowest-numbered process holding it (a pre-fork master)."""
     wanted = {f"socket:[{inode}]": inode for inode in inodes if inode}
-    found: Dict[int, str] = {}
+    found: Dict[int, Tuple[int, str]] = {}
     if not wanted:
         return found
     try:
@@ -58,7 +58,7 @@ def owners(inodes: Iterable[int]) -> Dict[int, str]:
                 continue
             inode = wanted.get(target)
             if inode is not None and inode not in found:
-                found[inode] = _process_name(pid)
+                found[inode] = (int(pid), process_name(int(pid)))
         if len(found) == len(wanted):
             break
     return found

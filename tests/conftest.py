@@ -1,4 +1,8 @@
-"""Shared fixtures: a private network namespace holding a `World` of known sockets, and the CLI."""
+"""Shared fixtures: a private network namespace holding a `World` of known sockets, and the CLI.
+
+Tests that need root (network namespaces, other users' files) carry the `root` marker, or use the
+`world` fixture; without root they are skipped with that reason, and everything else runs.
+"""
 
 import json
 import os
@@ -22,23 +26,39 @@ class Cli:
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = cache_dir
 
-    def run(self, *arguments: str, env: "dict[str, str] | None" = None) -> subprocess.CompletedProcess:
+    def run(self, *arguments: str, env: "dict[str, str] | None" = None,
+            services: "Path | None" = None) -> subprocess.CompletedProcess:
+        """`services`: a file bind-mounted over /etc/services for this call only (in a private
+        mount namespace), so that service names come from the test, not from the host."""
         environment = {**os.environ, "TCP_LLD_CACHE_DIR": str(self.cache_dir), **(env or {})}
         environment.pop("XDG_RUNTIME_DIR", None)
-        return subprocess.run(
-            [sys.executable, "-m", "tcp_lld", *arguments],
-            capture_output=True, text=True, env=environment, cwd=REPO, timeout=60,
-        )
+        command = [sys.executable, "-m", "tcp_lld", *arguments]
+        if services is not None:
+            command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                       'mount --bind "$0" /etc/services && exec "$@"', str(services), *command]
+        return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO, timeout=60)
 
-    def ok(self, *arguments: str) -> str:
+    def ok(self, *arguments: str, services: "Path | None" = None) -> str:
         """stdout of a successful call; fails the test on any stderr or non-zero exit."""
-        done = self.run(*arguments)
+        done = self.run(*arguments, services=services)
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stderr == "", done.stderr
         return done.stdout
 
-    def json(self, *arguments: str) -> dict:
-        return json.loads(self.ok(*arguments))
+    def json(self, *arguments: str, services: "Path | None" = None) -> dict:
+        return json.loads(self.ok(*arguments, services=services))
+
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: "list[pytest.Item]") -> None:
+    if IS_ROOT:
+        return
+    skip = pytest.mark.skip(reason="needs root (network namespaces)")
+    for item in items:
+        if "root" in item.keywords or "world" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Bad input: one plain line on stdout, nothing on stderr, non-zero exit, nothing that parses as JSON."""
+"""Bad input: one plain line on stderr (the agent merges it into the value), nothing on stdout,
+exit 2 for usage errors, nothing that parses as JSON, and no scan."""
 
 import json
 
@@ -24,16 +25,28 @@ import pytest
         (["discovery", "--ports", "80-20"], "invalid port range '80-20'"),
         (["discovery", "--ports", "http"], "invalid port range 'http'"),
         (["discovery", "--bogus"], "unknown option '--bogus'"),
+        (["discovery", "--ports", "80-"], "invalid port range '80-'"),
+        (["discovery", "--ports", "1_000"], "invalid port range '1_000'"),
+        (["discovery", "--ports", "８０"], "invalid port range '８０'"),
+        (["count", "٨٠", "ESTABLISHED"], "invalid port '٨٠'"),
+        (["count", "８０", "ESTABLISHED"], "invalid port '８０'"),
+        (["count", "𝟖𝟎", "ESTABLISHED"], "invalid port '𝟖𝟎'"),
+        (["count", "²", "ESTABLISHED"], "invalid port '²'"),
+        (["count", "①", "ESTABLISHED"], "invalid port '①'"),
+        (["count", "9" * 200, "ESTABLISHED"], "invalid port '99999"),
+        (["count", "9" * 100000, "ESTABLISHED"], "argument too long (100000 characters"),
+        (["stats", "--ttl", "１"], "invalid --ttl '１'"),
+        (["stats", "--min-age", "nan"], "invalid --min-age 'nan'"),
     ],
 )
-def test_one_line_error_and_non_zero_exit(cli, arguments, reason):
+def test_one_line_error_and_usage_exit(cli, arguments, reason):
     done = cli.run(*arguments)
-    assert done.returncode != 0
-    assert done.stderr == ""
-    assert done.stdout.count("\n") == 1
-    assert done.stdout.startswith(f"tcp-lld: {reason}"), done.stdout
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and len(done.stderr) <= 310
+    assert done.stderr.startswith(f"tcp-lld: {reason}"), done.stderr
     with pytest.raises(json.JSONDecodeError):
-        json.loads(done.stdout)
+        json.loads(done.stderr)
 
 
 def test_bad_input_is_refused_before_any_scan(cli):
@@ -44,6 +57,7 @@ def test_bad_input_is_refused_before_any_scan(cli):
 def test_no_command_prints_usage_and_fails(cli):
     done = cli.run()
     assert done.returncode == 2 and done.stdout.startswith("usage: tcp-lld")
+    assert "--min-age" in done.stdout
 
 
 def test_version(cli):

@@ -32,11 +32,14 @@ class World:
         self.local: Dict[int, Counter] = {}
         self.remote: Dict[int, Counter] = {}
         self.listeners: Dict[int, socket.socket] = {}
+        self.inbound_ports: set = set()  # every port that listened: connections to it are inbound
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _expect(self, local_port: int, remote_port: int, state: str, count: int = 1) -> None:
+        """One socket: counted by local port; and by remote port when outbound (local port not
+        a listener's), which is how tcp-lld tells a client's socket from a server's."""
         self.local.setdefault(local_port, Counter())[state] += count
-        if remote_port:
+        if remote_port and local_port not in self.inbound_ports:
             self.remote.setdefault(remote_port, Counter())[state] += count
 
     def _keep(self, sock: socket.socket) -> socket.socket:
@@ -52,6 +55,7 @@ class World:
             listener.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
         listener.bind((address, port))
         listener.listen(backlog)
+        self.inbound_ports.add(port)
         self._expect(port, 0, "LISTEN")
         self.listeners[port] = listener
         return listener

@@ -5,16 +5,16 @@ from __future__ import annotations
 import sys
 
 from ..errors import ScanError, UsageError
-from ..snapshot import ScanResult
+from .result import ScanResult
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional, Tuple
+    from typing import Iterable, Optional, Tuple
 
 SOURCES = ("netlink", "procfs", "psutil")
 
 
-def scan(source: Optional[str] = None, ephemeral: Optional[Tuple[int, int]] = None) -> ScanResult:
+def scan(source: Optional[str] = None, remembered: Iterable[int] = (), ephemeral: Optional[Tuple[int, int]] = None) -> ScanResult:
     """Scan with `source`, or with the best method this system allows.
 
     On Linux netlink is tried first; a refusal (SELinux, a kernel without inet_diag) falls back to

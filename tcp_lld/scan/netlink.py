@@ -40,7 +40,7 @@ except ImportError:  # another interpreter: the same, in Python
             mapping[element] = mapping.get(element, 0) + 1
 
 from ..errors import ScanError
-from ..snapshot import PORT_SHIFT, Listener, ScanResult
+from .result import PORT_SHIFT, Listener, ScanResult
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV, TIME_WAIT
 
 TYPE_CHECKING = False

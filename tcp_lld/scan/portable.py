@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 from ..errors import ScanError
-from ..snapshot import PORT_SHIFT, Listener, ScanResult, state_totals
+from .result import PORT_SHIFT, Listener, ScanResult, state_totals
 from ..states import LISTEN, STATE_NAMES
 
 TYPE_CHECKING = False

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 
 from ..errors import ParseError, ScanError
-from ..snapshot import PORT_SHIFT, Listener, ScanResult, state_totals
+from .result import PORT_SHIFT, Listener, ScanResult, state_totals
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV
 
 TYPE_CHECKING = False
