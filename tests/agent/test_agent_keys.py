@@ -157,7 +157,8 @@ def test_count_key_equals_the_kernel(agent, scene):
 
 
 @pytest.mark.parametrize("key", ["tcp.port.count[abc,ESTABLISHED]", "tcp.port.count[80,NOSUCHSTATE]",
-                                 "tcp.port.count[70000,LISTEN]", "tcp.port.count[80,LISTEN,sideways]"])
+                                 "tcp.port.count[70000,LISTEN]", "tcp.port.count[80,LISTEN,sideways]",
+                                 "tcp.port.count[80,LISTEN,in,x]"])
 def test_bad_argument_gives_one_readable_line(agent, key):
     """Zabbix 6.0 agents pass the command's output on whatever its exit code: the error must be
     ONE line starting with `tcp-lld: ` (the numeric item then turns unsupported with that text)."""
@@ -187,3 +188,12 @@ def test_gone_listener_stays_with_listen_zero(agent):
         assert (value, error) == ("0", None)
     finally:
         lab.close()
+
+
+def test_the_agent_user_sees_owners_but_not_other_users_processes(agent, scene):
+    """As `zabbix`, {#USER} names the socket's owner (this test runs as root); {#PROCESS} needs
+    /proc/<pid>/fd of another user's process, which Linux refuses: empty, as `ss -p` shows."""
+    scene_visible(agent, scene)
+    row = discovery(agent)[str(scene["est"])]
+    assert row["{#USER}"] == "root", row
+    assert row["{#PROCESS}"] == "", row
