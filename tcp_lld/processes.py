@@ -16,13 +16,23 @@ if TYPE_CHECKING:
 PROC = "/proc"
 
 
+def _psutil_name(pid: int) -> str:
+    """Where there is no /proc (psutil is the scan source off Linux)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return ""
+
+
 def process_name(pid: int) -> str:
     """`comm`, or the executable's base name when `comm` was cut at the kernel's 15 characters."""
     try:
         with open(os.path.join(PROC, str(pid), "comm"), "rb") as comm_file:
             name = comm_file.read().decode("utf-8", "replace").strip()
     except OSError:
-        return ""
+        return "" if os.path.isdir(PROC) else _psutil_name(pid)
     if len(name) >= 15:
         try:
             with open(os.path.join(PROC, str(pid), "cmdline"), "rb") as cmdline_file:

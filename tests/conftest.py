@@ -55,7 +55,7 @@ IS_ROOT = os.geteuid() == 0
 def pytest_collection_modifyitems(config: pytest.Config, items: "list[pytest.Item]") -> None:
     if IS_ROOT:
         return
-    skip = pytest.mark.skip(reason="needs root (network namespaces)")
+    skip = pytest.mark.skip(reason="needs root (network namespaces, other users' files)")
     for item in items:
         if "root" in item.keywords or "world" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)

@@ -229,10 +229,13 @@ def test_a_stuck_scan_without_earlier_answers_scans_alone(world, cli):
 
 
 def test_a_user_without_home_or_runtime_directory_still_remembers(tmp_path):
-    """pip install + the agent's user (home /nonexistent): /var/tmp/tcp-lld-<uid>, made safely."""
-    uid = 65534
+    """pip install + the agent's user (home /nonexistent): /var/tmp/tcp-lld-<uid>, made safely.
+    A uid of nobody's (no password entry, no such directory yet), so that nothing real is touched."""
+    import pwd
+
+    uid = next(uid for uid in range(61000, 62000)
+               if not os.path.exists(f"/var/tmp/tcp-lld-{uid}") and uid not in {p.pw_uid for p in pwd.getpwall()})
     directory = f"/var/tmp/tcp-lld-{uid}"
-    assert not os.path.exists(directory), f"{directory} exists already; this test makes and removes it"
     environment = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PYTHONPATH": str(REPO)}
     try:
         done = subprocess.run(

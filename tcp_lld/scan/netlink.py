@@ -10,8 +10,14 @@ Three requests, each walking the kernel's tables once:
    one by one.
 3. Every other state, both families in one dump, walked record by record (few on busy hosts).
 
-Ports inside the ephemeral range that nobody listens on are dropped before counting (`_Sieve`):
-they count in the per-state totals only.
+Which socket counts where is `result`'s rule: listeners come first, so the inbound ports (listening
+now, or remembered by the caller) are known before any connection is read; a connection whose
+local port is inbound is never tallied by its remote port. Local ports inside the ephemeral range
+that are not inbound are dropped before counting (`_Sieve`): they count in the per-state totals
+only. Remote ports are never sieved.
+
+A dump is trusted only whole: a datagram larger than the buffer (MSG_TRUNC), an NLMSG_ERROR, or an
+NLMSG_DONE carrying a negative error (the kernel cut the dump short) raise `ScanError`.
 
 Kernels that refuse the legacy request get two `SOCK_DIAG_BY_FAMILY` dumps per family instead.
 The ports are read little-endian and byte-swapped once per distinct port, not once per socket; on
@@ -23,6 +29,7 @@ Layouts: `include/uapi/linux/netlink.h` (nlmsghdr), `include/uapi/linux/inet_dia
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import time
@@ -40,12 +47,12 @@ except ImportError:  # another interpreter: the same, in Python
             mapping[element] = mapping.get(element, 0) + 1
 
 from ..errors import ScanError
-from .result import PORT_SHIFT, Listener, ScanResult
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV, TIME_WAIT
+from .result import PORT_SHIFT, Listener, ScanResult
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, Iterable, List, Optional, Tuple
+    from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
     Tally = Dict[int, int]  # key -> count
     OnBuffer = Callable[[memoryview, int], bool]  # (the whole buffer, bytes received) -> done?
@@ -66,8 +73,8 @@ _V2_REQUEST = struct.Struct("=IHHII BBBxI 48x")  # nlmsghdr + inet_diag_req_v2 (
 _LEGACY_REQUEST = struct.Struct("=IHHII BBBB 48x II")  # nlmsghdr + inet_diag_req
 # nlmsghdr.len, .type, inet_diag_msg.state, .sport, .dport (ports byte-swapped, see above).
 _RECORD = struct.Struct("<IH10xxB2xHH")
-# nlmsghdr.len, .type, inet_diag_msg.family, .src, .rqueue, .wqueue, .inode (sport read apart).
-_LISTENER = struct.Struct("<IH10xB3x4x16s16x4x8x4xII4xI")
+# nlmsghdr.len, .type, inet_diag_msg.family, .src, .rqueue, .wqueue, .uid, .inode (sport read apart).
+_LISTENER = struct.Struct("<IH10xB3x4x16s16x4x8x4xIIII")
 _HEADER = struct.Struct("<IH")
 _ERRNO = struct.Struct("<i")
 
@@ -79,10 +86,19 @@ def _swap16(value: int) -> int:
     return ((value & 0xFF) << 8) | (value >> 8)
 
 
-class _Dumper:
-    """One sock_diag socket and one receive buffer, reused by every dump of a scan."""
+class Dumper:
+    """One sock_diag socket and one receive buffer, reused by every dump of a scan.
+
+    The socket is touched only by `open`, `send`, `receive_into` and `close`: tests replace the
+    class (`netlink.Dumper = ...`) with one that replays recorded buffers, without root or sockets.
+    """
 
     def __init__(self) -> None:
+        self.buffer = bytearray(BUFFER_SIZE)
+        self.view = memoryview(self.buffer)
+        self.open()
+
+    def open(self) -> None:
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
         except (OSError, AttributeError) as error:
@@ -91,16 +107,23 @@ class _Dumper:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         except OSError:
             pass
-        self.buffer = bytearray(BUFFER_SIZE)
-        self.view = memoryview(self.buffer)
+
+    def send(self, request: bytes) -> None:
+        self.sock.send(request)
+
+    def receive_into(self, buffer: bytearray) -> int:
+        """One datagram into `buffer`; its FULL length (MSG_TRUNC), even when it did not fit."""
+        return self.sock.recv_into(buffer, 0, socket.MSG_TRUNC)
 
     def dump(self, request: bytes, on_buffer: OnBuffer) -> None:
         """Send one dump request; feed every received buffer to `on_buffer` until it says done."""
-        self.sock.send(request)
+        self.send(request)
         while True:
-            length = self.sock.recv_into(self.buffer)
+            length = self.receive_into(self.buffer)
             if length == 0:
                 raise ScanError("netlink: the kernel closed the sock_diag socket mid-dump")
+            if length > len(self.buffer):  # counting the part that fitted would undercount
+                raise ScanError(f"netlink: a {length}-byte dump message did not fit the {len(self.buffer)}-byte buffer")
             if on_buffer(self.view, length):  # the whole buffer: a short last message still unpacks
                 return
 
@@ -122,32 +145,54 @@ def _legacy_request(states: int) -> bytes:
     )
 
 
+def _errno_text(errno: int) -> str:
+    return f"errno {errno}, {os.strerror(errno)}"
+
+
 def _control(view: memoryview, offset: int, message_type: int) -> bool:
-    """True at NLMSG_DONE; raises on NLMSG_ERROR (e.g. EPERM under SELinux, EINVAL on old kernels)."""
+    """True at a clean NLMSG_DONE; raises on NLMSG_ERROR (EPERM under SELinux, EINVAL on old
+    kernels) and on an NLMSG_DONE whose payload (an int) is negative: the dump was cut short."""
     if message_type == NLMSG_DONE:
+        message_length, _ = _HEADER.unpack_from(view, offset)
+        if message_length >= 20:  # the dump's status, an int after the header; a bare header is clean
+            (errno,) = _ERRNO.unpack_from(view, offset + 16)
+            if errno < 0:
+                raise ScanError(f"netlink: the kernel cut the sock_diag dump short ({_errno_text(-errno)})")
         return True
     if message_type == NLMSG_ERROR:
         (errno,) = _ERRNO.unpack_from(view, offset + 16)
-        raise ScanError(f"netlink: sock_diag refused the dump (errno {-errno})")
+        raise ScanError(f"netlink: sock_diag refused the dump ({_errno_text(-errno)})")
     raise ScanError(f"netlink: unexpected message type {message_type}")
 
 
 class _Sieve:
-    """Keeps ports worth counting by port: outside the ephemeral range, or listening inside it.
+    """Which ports count where: local ports worth counting, and which sockets are outbound.
 
-    Judged on the port's high byte (one C-level `bytes.translate` per sliced buffer, one table
-    lookup per distinct walked key), so it passes a superset; the exact range check happens once
-    per distinct port when rendering. Sockets it drops still count in the per-state totals, and
-    memory stays bounded by the ports reported, not by the sockets on the host.
+    Local: kept when outside the ephemeral range or inbound. Judged on the port's high byte (one
+    C-level `bytes.translate` per sliced buffer, one table lookup per distinct walked key), so it
+    passes a superset; the exact range check happens once per distinct port when rendering.
+    Sockets it drops still count in the per-state totals, and memory stays bounded by the ports
+    reported, not by the sockets on the host.
+
+    Remote: a socket is outbound when its local port is not inbound. `inbound` holds the inbound
+    ports byte-swapped (as records carry them); `outbound` maps a swapped local port to 1 or 0 at
+    C speed (`bytes.__getitem__`), or is None when nothing is inbound.
     """
 
-    def __init__(self, ephemeral: Tuple[int, int], listening_ports: List[int]) -> None:
+    def __init__(self, ephemeral: Tuple[int, int], inbound_ports: Set[int]) -> None:
         low, high = ephemeral
         keep = bytearray(1 if not (low >> 8) < byte < (high >> 8) else 0 for byte in range(256))
-        for port in listening_ports:
+        for port in inbound_ports:
             keep[port >> 8] = 1
         self.table = bytes(keep)
         self.keeps_everything = all(keep)
+        self.inbound = {_swap16(port) for port in inbound_ports}
+        self.outbound: Optional[Callable[[int], int]] = None
+        if self.inbound:
+            outbound = bytearray(b"\x01") * 65536
+            for swapped in self.inbound:
+                outbound[swapped] = 0
+            self.outbound = bytes(outbound).__getitem__
 
     def fold(self, keys: List[int], into: Tally) -> None:
         """Count `keys` (byte-swapped `port << 4 | state`) into `into`, dropping sieved ports."""
@@ -163,7 +208,7 @@ _STATE_OF = (0xF).__and__  # key -> kernel state, mapped in C
 
 
 class _Walker:
-    """Tallies mixed records one `unpack_from` each, folding every buffer into sieved counters."""
+    """Tallies mixed records one `unpack_from` each, folding every buffer into counters."""
 
     def __init__(self, data_type: int, sieve: _Sieve) -> None:
         self.data_type = data_type
@@ -179,6 +224,7 @@ class _Walker:
         add_local = local_keys.append
         add_remote = remote_keys.append
         data_type = self.data_type
+        inbound = self.sieve.inbound
         control_type = 0
         while offset < length:
             message_length, message_type, state, sport, dport = unpack(view, offset)
@@ -186,11 +232,12 @@ class _Walker:
                 control_type = message_type
                 break
             add_local(sport << PORT_SHIFT | state)
-            add_remote(dport << PORT_SHIFT | state)
+            if sport not in inbound:  # outbound: tallied by the service port it talks to
+                add_remote(dport << PORT_SHIFT | state)
             offset += (message_length + 3) & ~3
         _count_elements(self.states, map(_STATE_OF, local_keys))
         self.sieve.fold(local_keys, self.local)
-        self.sieve.fold(remote_keys, self.remote)
+        _count_elements(self.remote, remote_keys)
         return bool(control_type) and _control(view, offset, control_type)
 
 
@@ -216,13 +263,16 @@ class _TimeWaitSlicer:
             return self.walker.walk(view, length)
         halves = body.cast("H")
         step = stride // 2
-        if self.sieve.keeps_everything:
-            _count_elements(self.local, halves[10::step])
-            _count_elements(self.remote, halves[11::step])
+        local_halves, remote_halves = halves[10::step], halves[11::step]
+        sieve = self.sieve
+        if sieve.keeps_everything:
+            _count_elements(self.local, local_halves)
         else:
-            table = self.sieve.table
-            _count_elements(self.local, compress(halves[10::step], body[20::stride].tobytes().translate(table)))
-            _count_elements(self.remote, compress(halves[11::step], body[22::stride].tobytes().translate(table)))
+            _count_elements(self.local, compress(local_halves, body[20::stride].tobytes().translate(sieve.table)))
+        if sieve.outbound is None:
+            _count_elements(self.remote, remote_halves)
+        else:
+            _count_elements(self.remote, compress(remote_halves, map(sieve.outbound, local_halves)))
         self.records += count
         # What is left is a trailing NLMSG_DONE (or records of another length: walked).
         return len(body) < length and self.walker.walk(view, length, len(body))
@@ -241,7 +291,7 @@ class _TimeWaitSlicer:
         return headers == headers[:8] * (len(headers) // 8)
 
 
-def _listeners(dumper: _Dumper, family: int, found: List[Listener]) -> None:
+def _listeners(dumper: Dumper, family: int, found: List[Listener]) -> None:
     """Every LISTEN socket of one family, in full."""
     unpack = _LISTENER.unpack_from
     text_family = 4 if family == socket.AF_INET else 6
@@ -250,19 +300,19 @@ def _listeners(dumper: _Dumper, family: int, found: List[Listener]) -> None:
     def on_buffer(view: memoryview, length: int) -> bool:
         offset = 0
         while offset < length:
-            message_length, message_type, _, raw_address, queue, backlog, inode = unpack(view, offset)
+            message_length, message_type, _, raw_address, queue, backlog, uid, inode = unpack(view, offset)
             if message_type != SOCK_DIAG_BY_FAMILY:
                 return _control(view, offset, message_type)
             port = (view[offset + 20] << 8) | view[offset + 21]
             address = socket.inet_ntop(family, raw_address[:address_length])
-            found.append(Listener(port, text_family, address, inode, queue, backlog))
+            found.append(Listener(port, text_family, address, inode, queue, backlog, uid))
             offset += (message_length + 3) & ~3
         return False
 
     dumper.dump(_v2_request(family, LISTEN_MASK), on_buffer)
 
 
-def _connections(dumper: _Dumper, sieve: _Sieve, legacy: bool) -> Tuple[_TimeWaitSlicer, _Walker]:
+def _connections(dumper: Dumper, sieve: _Sieve, legacy: bool) -> Tuple[_TimeWaitSlicer, _Walker]:
     """TIME_WAIT (sliced) and every other non-listening state (walked), both families."""
     data_type = TCPDIAG_GETSOCK if legacy else SOCK_DIAG_BY_FAMILY
     slicer = _TimeWaitSlicer(data_type, sieve)
@@ -288,11 +338,14 @@ def _tally(sliced_ports: Tally, *walked: Tally) -> Tally:
     return tally
 
 
-def scan(ephemeral: Optional[Tuple[int, int]] = None, legacy: bool = True) -> ScanResult:
+def scan(remembered: Iterable[int] = (), ephemeral: Optional[Tuple[int, int]] = None,
+         legacy: bool = True) -> ScanResult:
     """One scan of every TCP socket, IPv4 and IPv6.
 
-    With `ephemeral` (low, high), sockets on ephemeral ports that are not listening are counted in
-    the totals only: nobody asks for them by port, and on a busy client they are 100k distinct
+    `remembered`: ports that listened recently (the grace memory); with this scan's listeners they
+    are the inbound ports, whose connections never count by remote port (see `result`).
+    With `ephemeral` (low, high), sockets on ephemeral local ports that are not inbound are counted
+    in the totals only: nobody asks for them by port, and on a busy client they are 100k distinct
     ports that would cost more time and memory to count than everything else together.
     `legacy=False` skips the one-dump legacy request, as on kernels that refuse it.
     """
@@ -301,18 +354,20 @@ def scan(ephemeral: Optional[Tuple[int, int]] = None, legacy: bool = True) -> Sc
     started = time.time()
     clock = time.perf_counter()
     listeners: List[Listener] = []
-    dumper = _Dumper()
+    dumper = Dumper()
     try:
         for family in (socket.AF_INET, socket.AF_INET6):
             _listeners(dumper, family, listeners)
-        sieve = _Sieve(ephemeral or (65536, 65536), [listener.port for listener in listeners])
+        inbound = {listener.port for listener in listeners}
+        inbound.update(port for port in remembered if 0 < port <= 0xFFFF)
+        sieve = _Sieve(ephemeral or (65536, 65536), inbound)
         try:
             slicer, walker = _connections(dumper, sieve, legacy)
         except ScanError:
             if not legacy:
                 raise
             dumper.close()
-            dumper = _Dumper()  # a refused request may leave the socket mid-dump
+            dumper = Dumper()  # a refused request may leave the socket mid-dump
             slicer, walker = _connections(dumper, sieve, legacy=False)
     except OSError as error:
         raise ScanError(f"netlink: {error}") from None

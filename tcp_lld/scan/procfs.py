@@ -21,32 +21,73 @@ import time
 from collections import Counter
 
 from ..errors import ParseError, ScanError
-from .result import PORT_SHIFT, Listener, ScanResult, state_totals
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV
+from .result import PORT_SHIFT, Listener, ScanResult, state_totals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List
+    from typing import Iterable, List, Set, Tuple
+
+    Table = Tuple[str, int, List[str]]  # path, address family, lines
 
 #: Where /proc is mounted; tests point it at a fixture tree, as psutil's PROCFS_PATH does.
 PROCFS_PATH = "/proc"
 
+_LISTEN_FIELD = " 0A "  # `st` of a LISTEN line; no other field can hold it (hex words touch ':')
+
 
 def _address(hex_address: str, family: int) -> str:
-    """`0100007F` -> `127.0.0.1`: each 32-bit word is in the kernel's byte order."""
+    """`0100007F` -> `127.0.0.1`: each 32-bit word is in the kernel's byte order.
+
+    >>> _address("0100007F", socket.AF_INET) if sys.byteorder == "little" else "127.0.0.1"
+    '127.0.0.1'
+    """
     raw = bytes.fromhex(hex_address)
     if sys.byteorder == "little":
         raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     return socket.inet_ntop(family, raw)
 
 
-def _parse_file(path: str, family: int, local: "Counter[int]", remote: "Counter[int]", listeners: List[Listener]) -> None:
-    text_family = 4 if family == socket.AF_INET else 6
-    address_width = 8 if family == socket.AF_INET else 32
+def _read(path: str) -> List[str]:
     with open(path, "rb") as table:
         lines = table.read().decode("ascii", "replace").splitlines()
     if not lines or not lines[0].lstrip().startswith("sl"):
         raise ParseError(path, 1, "no 'sl local_address ...' header: not a /proc/net/tcp table")
+    return lines
+
+
+def _malformed(path: str, line_number: int, line: str, error: Exception) -> ParseError:
+    return ParseError(path, line_number, f"malformed socket line ({error}): {line.strip()[:80]!r}")
+
+
+def _listeners(table: Table, listeners: List[Listener]) -> None:
+    """First pass: the LISTEN lines only, so that the inbound ports are known before the rest."""
+    path, family, lines = table
+    text_family = 4 if family == socket.AF_INET else 6
+    address_width = 8 if family == socket.AF_INET else 32
+    for line_number, line in enumerate(lines[1:], start=2):
+        if _LISTEN_FIELD not in line:
+            continue
+        fields = line.split()
+        try:
+            if fields[3] != "0A":
+                continue
+            local_address, local_port = fields[1].split(":")
+            port = int(local_port, 16)
+            if len(local_address) != address_width or not 0 <= port <= 0xFFFF:
+                raise ValueError("bad address or port")
+            accept_queue = int(fields[4].split(":")[1], 16)
+            uid, inode = int(fields[7]), int(fields[9])
+            address = _address(local_address, family)
+        except (IndexError, ValueError) as error:
+            raise _malformed(path, line_number, line, error) from None
+        listeners.append(Listener(port, text_family, address, inode, accept_queue, None, uid))
+
+
+def _connections(table: Table, inbound: Set[int], local: "Counter[int]", remote: "Counter[int]") -> None:
+    """Second pass: every line by local port; the outbound ones by remote port too."""
+    path, family, lines = table
+    address_width = 8 if family == socket.AF_INET else 32
     for line_number, line in enumerate(lines[1:], start=2):
         fields = line.split()
         if not fields:
@@ -62,33 +103,51 @@ def _parse_file(path: str, family: int, local: "Counter[int]", remote: "Counter[
                 state = SYN_RECV
             if not 1 <= state <= STATE_COUNT:
                 raise ValueError(f"unknown state {fields[3]}")
-            if state == LISTEN:
-                accept_queue = int(fields[4].split(":")[1], 16)
-                inode = int(fields[9])
-                address = _address(local_address, family)
-                listeners.append(Listener(port, text_family, address, inode, accept_queue, None))
-            else:
-                remote[remote_port << PORT_SHIFT | state] += 1
         except (IndexError, ValueError) as error:
-            raise ParseError(path, line_number, f"malformed socket line ({error}): {line.strip()[:80]!r}") from None
+            raise _malformed(path, line_number, line, error) from None
         local[port << PORT_SHIFT | state] += 1
+        if state != LISTEN and port not in inbound:
+            remote[remote_port << PORT_SHIFT | state] += 1
 
 
-def scan(procfs_path: str = "") -> ScanResult:
-    """One scan of every TCP socket from /proc/net/tcp{,6}. A missing tcp6 means no IPv6."""
-    root = procfs_path or PROCFS_PATH
-    started = time.time()
-    clock = time.perf_counter()
-    local: "Counter[int]" = Counter()
-    remote: "Counter[int]" = Counter()
-    listeners: List[Listener] = []
+def _tables(root: str) -> List[Table]:
+    tables: List[Table] = []
     for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         path = os.path.join(root, "net", name)
         try:
-            _parse_file(path, family, local, remote, listeners)
+            tables.append((path, family, _read(path)))
         except FileNotFoundError:
             if name == "tcp":
                 raise ScanError(f"procfs: {path} does not exist") from None
         except OSError as error:
             raise ScanError(f"procfs: cannot read {path}: {error.strerror}") from None
-    return ScanResult("procfs", local, remote, listeners, started, time.perf_counter() - clock, state_totals(local))
+    return tables
+
+
+def listeners(procfs_path: str = "") -> List[Listener]:
+    """Every LISTEN socket, one each, even when SO_REUSEPORT makes several look alike."""
+    found: List[Listener] = []
+    for table in _tables(procfs_path or PROCFS_PATH):
+        _listeners(table, found)
+    return found
+
+
+def scan(procfs_path: str = "", remembered: Iterable[int] = ()) -> ScanResult:
+    """One scan of every TCP socket from /proc/net/tcp{,6}. A missing tcp6 means no IPv6.
+
+    `remembered`: ports that listened recently, inbound like this scan's listeners (see `result`).
+    Both files are read before either is parsed: an IPv4 listener's clients may be IPv6 sockets.
+    """
+    started = time.time()
+    clock = time.perf_counter()
+    tables = _tables(procfs_path or PROCFS_PATH)
+    found: List[Listener] = []
+    for table in tables:
+        _listeners(table, found)
+    inbound = {listener.port for listener in found}
+    inbound.update(remembered)
+    local: "Counter[int]" = Counter()
+    remote: "Counter[int]" = Counter()
+    for table in tables:
+        _connections(table, inbound, local, remote)
+    return ScanResult("procfs", local, remote, found, started, time.perf_counter() - clock, state_totals(local))

@@ -1,8 +1,18 @@
-"""What one scan of the kernel's socket table found: the shape every scan method returns.
+"""What every scan method returns: tallies keyed by `port << 4 | state`, plus the listeners.
 
-A scan method produces a `ScanResult`: tallies keyed by `port << 4 | state`, so that a scan of
-100k sockets builds no Python object per socket, plus the few listening sockets in full (their
-addresses, inode and accept queue are needed for discovery and for the queue items).
+A scan of 100k sockets builds no Python object per socket: only counters, and the few listening
+sockets in full (addresses, inode, queue and owner are needed for discovery and the queue items).
+
+Which socket is tallied where (the same in every method):
+
+- `local`: by LOCAL port. Exact for every inbound port (listening now, or `remembered` by the
+  caller's grace memory), every state including LISTEN. Netlink may leave other ports inside the
+  ephemeral range out (they stay in `totals`).
+- `remote`: by REMOTE port, only outbound connections: non-LISTEN sockets whose local port is not
+  inbound. No ephemeral filter: busy proxies widen ip_local_port_range to 1024-65535, so the range
+  cannot tell what a service port is. A loopback connection to a local service counts once
+  inbound (server side) and once outbound (client side).
+- `totals`: every socket per state, host-wide.
 
 Plain classes rather than `typing.NamedTuple`: importing `typing` costs ~14 ms per process, more
 than a third of a whole scan's parsing at 100k sockets.
@@ -14,7 +24,7 @@ from ..states import STATE_COUNT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Tuple
+    from typing import Dict, List, Optional
 
     Tally = Dict[int, int]  # port << 4 | state -> sockets (a dict or a Counter)
 
@@ -22,24 +32,24 @@ PORT_SHIFT = 4  # tally key = port << PORT_SHIFT | kernel state number (1..11)
 
 
 class Listener:
-    """One listening socket."""
+    """One listening socket, with what the scan method could see of it (None: not visible)."""
 
     __slots__ = ("port", "family", "address", "inode", "queue", "backlog", "uid", "pid")
 
-    def __init__(self, port: int, family: int, address: str, inode: int,
-                 queue: Optional[int], backlog: Optional[int],
-                 uid: Optional[int] = None, pid: Optional[int] = None) -> None:
+    def __init__(self, port: int, family: int, address: str, inode: int, queue: Optional[int],
+                 backlog: Optional[int], uid: Optional[int] = None, pid: Optional[int] = None) -> None:
         self.port = port
         self.family = family  # 4 or 6
         self.address = address  # as `ss` prints it: 0.0.0.0, ::, 127.0.0.1, ::ffff:127.0.0.1
         self.inode = inode  # 0 when the method cannot see it
-        self.queue = queue  # connections waiting for accept(); None when the method cannot see it
-        self.backlog = backlog  # the listen() backlog limit; None when the method cannot see it
-        self.uid = uid  # the socket's owner; None when the method cannot see it
-        self.pid = pid  # a process holding it, where the method names one (psutil)
+        self.queue = queue  # connections waiting for accept()
+        self.backlog = backlog  # the listen() backlog limit (netlink only)
+        self.uid = uid  # the socket's owner (netlink, procfs; psutil: the owning process's uid)
+        self.pid = pid  # a process holding it (psutil only: the kernel's table has no pids)
 
     def __repr__(self) -> str:
-        return f"Listener({self.address}:{self.port} ipv{self.family} queue={self.queue}/{self.backlog})"
+        return (f"Listener({self.address}:{self.port} ipv{self.family} queue={self.queue}/{self.backlog}"
+                f" uid={self.uid} pid={self.pid})")
 
 
 class ScanResult:
@@ -51,11 +61,11 @@ class ScanResult:
                  started: float, seconds: float, totals: List[int]) -> None:
         self.source = source  # netlink | procfs | psutil
         self.local = local  # port << 4 | state -> sockets whose LOCAL port is port
-        self.remote = remote  # port << 4 | state -> OUTBOUND sockets (local port not inbound) by REMOTE port
+        self.remote = remote  # port << 4 | state -> outbound sockets whose REMOTE port is port
         self.listeners = listeners
         self.started = started  # Unix time the scan started
         self.seconds = seconds  # how long it took
-        self.totals = totals  # sockets per state, host-wide (tallies may leave ephemeral ports out)
+        self.totals = totals  # sockets per state, host-wide (`local` may leave ephemeral ports out)
 
     @property
     def sockets(self) -> int:
@@ -63,13 +73,21 @@ class ScanResult:
 
 
 def counts_for(tally: Tally, port: int) -> List[int]:
-    """The 11 state counts of one port, in `STATE_NAMES` order."""
+    """The 11 state counts of one port, in `STATE_NAMES` order.
+
+    >>> counts_for({80 << 4 | 1: 5, 80 << 4 | 10: 1, 443 << 4 | 1: 7}, 80)
+    [5, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+    """
     base = port << PORT_SHIFT
     return [tally.get(base | state, 0) for state in range(1, STATE_COUNT + 1)]
 
 
 def ports_in(tally: Tally) -> Dict[int, int]:
-    """Port -> number of sockets, for every port with at least one socket in `tally`."""
+    """Port -> number of sockets, for every port with at least one socket in `tally`.
+
+    >>> ports_in({80 << 4 | 1: 5, 80 << 4 | 10: 1, 443 << 4 | 1: 7})
+    {80: 6, 443: 7}
+    """
     sockets_by_port: Dict[int, int] = {}
     for key, count in tally.items():
         port = key >> PORT_SHIFT
@@ -78,7 +96,11 @@ def ports_in(tally: Tally) -> Dict[int, int]:
 
 
 def state_totals(tally: Tally) -> List[int]:
-    """Counts per state of a complete tally: every socket has exactly one local port."""
+    """Counts per state of a complete tally: every socket has exactly one local port.
+
+    >>> state_totals({80 << 4 | 1: 5, 80 << 4 | 10: 1, 443 << 4 | 1: 7})
+    [12, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+    """
     per_state = [0] * STATE_COUNT
     for key, count in tally.items():
         per_state[(key & 0xF) - 1] += count

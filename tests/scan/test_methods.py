@@ -3,8 +3,10 @@
 import pytest
 
 from tcp_lld.scan import SOURCES, scan
-from tcp_lld.snapshot import counts_for
+from tcp_lld.scan.result import counts_for
 from world import named
+
+pytestmark = pytest.mark.root  # live sockets in a private network namespace
 
 METHODS = list(SOURCES)
 
