@@ -1,15 +1,54 @@
 """The state table: kernel numbers and every spelling users type."""
 
+import socket
+import time
+
 import pytest
 
 from tcp_lld.states import STATE_NAMES, parse_state
 
 
+def kernel_states(ports):
+    """(local port, remote port) -> the state number the kernel reports in /proc/net/tcp."""
+    found = {}
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            local, remote = (int(field.rsplit(":", 1)[1], 16) for field in fields[1:3])
+            if local in ports or remote in ports:
+                found[(local, remote)] = int(fields[3], 16)
+    return found
+
+
 def test_canonical_names_follow_the_kernel_numbering():
-    # include/net/tcp_states.h: TCP_ESTABLISHED = 1 ... TCP_CLOSING = 11
-    assert STATE_NAMES[0] == "ESTABLISHED" and STATE_NAMES[5] == "TIME_WAIT"
-    assert STATE_NAMES[9] == "LISTEN" and STATE_NAMES[10] == "CLOSING"
-    assert [parse_state(name) for name in STATE_NAMES] == list(range(1, 12))
+    """Real sockets in four states, as the kernel numbers them (include/net/tcp_states.h)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    open_client = socket.create_connection(("127.0.0.1", port))
+    closing_client = socket.create_connection(("127.0.0.1", port))
+    accepted = [listener.accept()[0] for _ in range(2)]
+    closing_client.close()  # its peer is left in CLOSE_WAIT, itself in FIN_WAIT2
+    try:
+        expected = {
+            (port, 0): "LISTEN",
+            (open_client.getsockname()[1], port): "ESTABLISHED",
+            (port, open_client.getsockname()[1]): "ESTABLISHED",  # its accepted end
+        }
+        deadline = time.monotonic() + 10
+        while True:  # the FIN is handled asynchronously, in microseconds on loopback
+            states = kernel_states({port})
+            closing = [key for key in states if key[1] == port and states[key] == 5]
+            if closing or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        names = {key: STATE_NAMES[number - 1] for key, number in states.items()}
+        for key, name in expected.items():
+            assert names.get(key) == name, (key, names)
+        assert "FIN_WAIT2" in names.values() and "CLOSE_WAIT" in names.values(), names
+        assert all(parse_state(name) == states[key] for key, name in names.items())
+    finally:
+        for sock in [listener, open_client, *accepted]:
+            sock.close()
 
 
 @pytest.mark.parametrize(
