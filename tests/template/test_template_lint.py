@@ -8,6 +8,7 @@ and against the document the installed `tcp-lld` really prints.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -24,7 +25,7 @@ TEMPLATE_FILE = ROOT / 'template' / 'tcp_ports_by_zabbix_agent.yaml'
 GENERATOR = ROOT / 'scripts' / 'gen-template'
 CONTRACT = ROOT / 'docs' / 'contract.md'
 AGENT_CONFS = sorted((ROOT / 'agent_conf').glob('*/tcp-lld.conf'))
-INSTALLED_CLI = Path('/opt/tcp-lld/bin/tcp-lld')
+INSTALLED_CLI = Path(os.environ.get('TCP_LLD_PREFIX', '/opt/tcp-lld')) / 'bin' / 'tcp-lld'
 AGENT_TYPES = {'ZABBIX_PASSIVE', 'ZABBIX_ACTIVE'}
 
 # {$MACRO} or {$MACRO:context}, the context possibly quoted and holding an LLD macro.
@@ -169,6 +170,36 @@ def contract_states() -> list[str]:
     return match.group(1).split()
 
 
+# The kernel object as docs/kernel.md shows it (tcp-lld's test host, initial namespace).
+KERNEL_EXAMPLE = json.loads('''
+{"TcpExt":{"ListenOverflows":0,"ListenDrops":0,"SyncookiesSent":0,"SyncookiesRecv":0,
+  "SyncookiesFailed":0,"TCPReqQFullDoCookies":0,"TCPReqQFullDrop":0,"TCPBacklogDrop":0,
+  "TCPTimeWaitOverflow":0,"TW":823,"TWRecycled":0,"TWKilled":0,"TCPAbortOnData":20,
+  "TCPAbortOnClose":0,"TCPAbortOnMemory":0,"TCPAbortOnTimeout":0,"TCPAbortOnLinger":0,
+  "TCPAbortFailed":0,"TCPMemoryPressures":0,"TCPRetransFail":0,"TCPTimeouts":2,"TCPSynRetrans":0},
+ "Tcp":{"ActiveOpens":898,"PassiveOpens":858,"AttemptFails":14,"EstabResets":23,"CurrEstab":67,
+  "InSegs":389168,"OutSegs":386853,"RetransSegs":49,"InErrs":0,"OutRsts":67},
+ "sockstat":{"inuse":77,"orphan":0,"tw":216,"alloc":108,"mem":208},
+ "sockstat6":{"inuse":0},
+ "sysctl":{"net.core.somaxconn":4096,"net.ipv4.tcp_max_syn_backlog":2048,"net.ipv4.tcp_syncookies":1,
+  "net.ipv4.tcp_max_tw_buckets":131072,"net.ipv4.tcp_fin_timeout":60,"net.ipv4.tcp_tw_reuse":2,
+  "net.ipv4.ip_local_port_range":[32768,60999],"net.ipv4.tcp_max_orphans":131072,
+  "net.ipv4.tcp_mem":[287892,383858,575784]},
+ "derived":{"ephemeral_ports":28232,"tw_pct":0.2,"orphan_pct":0.0,"mem_pct":0.0,"mem_pressure_pct":0.1},
+ "errors":0}
+''')
+
+
+def container_kernel() -> dict[str, Any]:
+    """The same in a container: host-wide limits unreadable, so they and their percentages are
+    null (docs/kernel.md)."""
+    kernel = json.loads(json.dumps(KERNEL_EXAMPLE))
+    kernel['sysctl']['net.ipv4.tcp_max_orphans'] = kernel['sysctl']['net.ipv4.tcp_mem'] = None
+    for field in ('orphan_pct', 'mem_pct', 'mem_pressure_pct'):
+        kernel['derived'][field] = None
+    return kernel
+
+
 def contract_lld_rows() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The discovery example of docs/contract.md and its outbound row, both as written there."""
     text = CONTRACT.read_text(encoding='utf-8')
@@ -190,9 +221,11 @@ def contract_document() -> dict[str, Any]:
         },
         'total': {**zero, 'ESTABLISHED': 20},
         'remote': {'3306': {**zero, 'ESTABLISHED': 8}},
+        'kernel': KERNEL_EXAMPLE,
         'meta': {'source': 'netlink', 'version': '0.1.0', 'timestamp': 1763770000.123,
                  'scan_seconds': 0.0123, 'sockets': 402, 'ports': 2, 'remote_ports': 1,
-                 'truncated': 0, 'age_seconds': 1.2},
+                 'truncated': 0, 'dropped': {'gone': 0, 'listening': 0, 'remote': 0},
+                 'memory': 'ok', 'stale': 0, 'age_seconds': 1.2},
     }
 
 
@@ -268,6 +301,11 @@ def test_export_header(export: dict[str, Any], template: dict[str, Any]) -> None
     assert [group['name'] for group in export['groups']] == ['Templates/Applications']
 
 
+def test_no_yaml_anchors() -> None:
+    """Zabbix never exports anchors or aliases; keep the file in the shape it imports and diffs."""
+    assert not re.search(r'(^|\s)[&*]id\d+', TEMPLATE_FILE.read_text(encoding='utf-8'), re.M)
+
+
 def test_every_scalar_is_a_string(export: dict[str, Any]) -> None:
     """The importer rejects integers and booleans ('a character string is expected')."""
     for value in walk(export):
@@ -318,13 +356,15 @@ def test_agent_keys_match_agent_conf(template: dict[str, Any]) -> None:
         assert conf_keys - template_keys == set(), f'keys of {conf} unused by the template'
 
 
-def test_user_macros_are_defined_and_used(template: dict[str, Any]) -> None:
+def test_user_macros_are_defined_and_used(export: dict[str, Any],
+                                          template: dict[str, Any]) -> None:
     defined = {macro['macro']: macro for macro in template['macros']}
     for macro in defined.values():
         assert USER_MACRO.fullmatch(macro['macro']), macro['macro']
         assert macro.get('value', '') != '', f'{macro["macro"]} has no default'
         assert len(macro.get('description', '')) > 20, f'{macro["macro"]} has no description'
     body = {name: value for name, value in template.items() if name != 'macros'}
+    body['template-level triggers'] = export.get('triggers', [])
     used = {'{$' + match.group(1) + '}' for text in strings(body)
             for match in USER_MACRO.finditer(text)}
     assert used - defined.keys() == set(), 'macros used but not defined in the template'
@@ -378,8 +418,9 @@ def test_lld_macros_exist_in_discovery_rows(template: dict[str, Any],
         assert used, rule['key']
         for row in run_rule_javascript(rule, rows[rule['key']]):
             assert used - row.keys() == set(), f'{rule["key"]}: macros missing from row {row}'
+    # (dashboards name graph prototypes, whose names hold LLD macros)
     host_side = {name: value for name, value in template.items()
-                 if name not in ('discovery_rules', 'macros')}
+                 if name not in ('discovery_rules', 'macros', 'dashboards')}
     assert not any(LLD_MACRO.search(text) for text in strings(host_side)), \
         'an LLD macro outside a discovery rule'
 
@@ -388,11 +429,16 @@ def test_label_javascript(template: dict[str, Any]) -> None:
     assert shutil.which('node'), 'node runs the LLD JavaScript (scripts/zabbix-stack install)'
     local, outbound = template['discovery_rules']
     rows = [{'{#PORT}': '80', '{#SERVICE}': 'http', '{#PROCESS}': 'nginx'},
-            {'{#PORT}': '2024', '{#SERVICE}': '', '{#PROCESS}': ''},
-            {'{#PORT}': '5432', '{#SERVICE}': 'postgresql', '{#PROCESS}': ''},
-            {'{#PORT}': '6379', '{#SERVICE}': 'redis', '{#PROCESS}': 'redis'}]
-    assert [row['{#LABEL}'] for row in run_rule_javascript(local, rows)] == \
-        [' (http, nginx)', '', ' (postgresql)', ' (redis)']
+            {'{#PORT}': '2024', '{#SERVICE}': '', '{#PROCESS}': '', '{#USER}': ''},
+            {'{#PORT}': '5432', '{#SERVICE}': 'postgresql', '{#PROCESS}': '',
+             '{#USER}': 'postgres'},
+            {'{#PORT}': '6379', '{#SERVICE}': 'redis', '{#PROCESS}': 'redis', '{#USER}': 'redis'},
+            {'{#PORT}': '8080', '{#SERVICE}': 'http-alt', '{#PROCESS}': 'java', '{#USER}': '1001'}]
+    out = run_rule_javascript(local, rows)
+    assert [row['{#LABEL}'] for row in out] == \
+        [' (http, nginx)', '', ' (postgresql, postgres)', ' (redis)', ' (http-alt, java, 1001)']
+    # a tcp-lld without {#USER}: the rule's {#USER} filter must still see a value
+    assert out[0]['{#USER}'] == '' and out[3]['{#USER}'] == 'redis'
     assert [row['{#LABEL}'] for row in run_rule_javascript(
         outbound, [{'{#PORT}': '3306', '{#SERVICE}': 'mysql'}, {'{#PORT}': '9', '{#SERVICE}': ''}])
     ] == [' (mysql)', '']
@@ -456,7 +502,8 @@ def test_graphs_reference_items_of_the_template(export: dict[str, Any],
         graphs += [(graph, rule_keys) for graph in rule.get('graph_prototypes', [])]
     assert len(graphs) >= 4
     enabled = {item['key'] for rule in template['discovery_rules']
-               for item in rule['item_prototypes'] if item.get('status') != 'DISABLED'}
+               for item in rule['item_prototypes']
+               if item.get('status') != 'DISABLED' and item.get('discover') != 'NO_DISCOVER'}
     enabled |= {item['key'] for item in template['items'] if item.get('status') != 'DISABLED'}
     for graph, keys in graphs:
         for graph_item in graph['graph_items']:
@@ -478,20 +525,45 @@ def test_every_state_is_covered(template: dict[str, Any]) -> None:
         assert {prefix + state for state in states} <= paths, rule
 
 
-def test_prototype_jsonpath_steps_tolerate_a_vanished_port(template: dict[str, Any]) -> None:
+def test_prototype_items_turn_unsupported_when_their_port_vanishes(template: dict[str, Any]) -> None:
+    """Issue 10.2: a port missing from the master document makes its items unsupported (the
+    JSONPath error shows), never a kept or made-up value: no error handler on the JSONPath, and
+    no "custom value" that a later step could store for a missing port."""
     for rule in template['discovery_rules']:
         for item in rule['item_prototypes']:
-            for step in item.get('preprocessing', []):
-                assert step.get('error_handler') in ('DISCARD_VALUE', 'CUSTOM_VALUE'), \
-                    f'{item["key"]}: {step["type"]} without an error handler'
+            first, *later = item['preprocessing']
+            assert first['type'] == 'JSONPATH' and 'error_handler' not in first, item['key']
+            for step in later:
+                if step.get('error_handler') == 'CUSTOM_VALUE':
+                    # only a null's replacement, after the JSONPath found the port
+                    assert step['type'] == 'MATCHES_REGEX', item['key']
+
+
+def test_kernel_items_store_nothing_for_null(template: dict[str, Any]) -> None:
+    """A kernel value may be null (a container, an unreadable file): the item stores nothing
+    instead of turning unsupported or storing a made-up number."""
+    kernel = [item for item in template['items'] if item['key'].startswith('tcp.kernel.')]
+    assert len(kernel) >= 25
+    for item in kernel:
+        first, second, *_ = item['preprocessing']
+        assert first['type'] == 'JSONPATH' and first['parameters'][0].startswith('$.kernel.')
+        assert first.get('error_handler') == 'DISCARD_VALUE', item['key']
+        assert second['type'] == 'MATCHES_REGEX' and second['error_handler'] == 'DISCARD_VALUE'
+        assert not re.fullmatch(second['parameters'][0], ''), item['key']
+        for text in ('0', '42', '0.2', '-1'):
+            assert re.fullmatch(second['parameters'][0], text), (item['key'], text)
+        rate = any(step['type'] == 'CHANGE_PER_SECOND' for step in item['preprocessing'])
+        assert rate == item['key'].startswith('tcp.kernel.rate['), item['key']
 
 
 def value_fits(item: dict[str, Any], value: Any) -> bool:
     value_type = item.get('value_type', 'UNSIGNED')
     if value is None:
-        # A null (e.g. accept_queue_max from procfs) must be replaced by a later step.
+        # A null (accept_queue_max from procfs, a kernel limit in a container) must be replaced
+        # or discarded by a later step.
         later = item['preprocessing'][1:]
-        return any(step.get('error_handler') == 'CUSTOM_VALUE' for step in later)
+        return any(step.get('error_handler') in ('CUSTOM_VALUE', 'DISCARD_VALUE')
+                   for step in later)
     if value_type == 'UNSIGNED':
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
     if value_type == 'FLOAT':
@@ -515,6 +587,9 @@ def check_jsonpaths(template: dict[str, Any], label: str, document: dict[str, An
                 path = path.replace('{#PORT}', port)
             assert '{#' not in path, f'{item["key"]}: unresolved LLD macro in {path}'
             value = jsonpath(document, path)
+            if value is MISSING and step.get('error_handler') == 'DISCARD_VALUE' \
+                    and label == 'container':
+                continue  # e.g. net.ipv4.tcp_mem is null, so [2] matches nothing: no value
             assert value is not MISSING, f'{label} document: {path} ({item["key"]}) matches nothing'
             assert value_fits(item, value), \
                 f'{label} document: {path} = {value!r} does not fit {item.get("value_type")}'
@@ -524,7 +599,20 @@ def check_jsonpaths(template: dict[str, Any], label: str, document: dict[str, An
 
 def test_jsonpaths_resolve_in_the_contract_document(template: dict[str, Any]) -> None:
     ((label, document, ports),) = documents(None)
-    assert check_jsonpaths(template, label, document, ports) >= 43
+    assert check_jsonpaths(template, label, document, ports) >= 80
+
+
+def test_jsonpaths_resolve_in_a_container_document(template: dict[str, Any]) -> None:
+    """Host-wide limits are null in a container: their items must store nothing, not fail."""
+    ((_, document, ports),) = documents(None)
+    document = {**document, 'kernel': container_kernel()}
+    assert check_jsonpaths(template, 'container', document, ports) >= 80
+    with pytest.raises(AssertionError, match='does not fit'):
+        broken = yaml.safe_load(yaml.safe_dump(template))
+        for item in broken['items']:
+            if item['key'] == 'tcp.kernel.pct[mem_pct]':
+                del item['preprocessing'][1:]
+        check_jsonpaths(broken, 'container', document, ports)
 
 
 def test_jsonpaths_resolve_in_the_real_document(template: dict[str, Any],
@@ -619,3 +707,164 @@ def test_zabbix_frontend_accepts_the_template(tmp_path: Path) -> None:
     bad = subprocess.run(['php', str(script), str(ZABBIX_UI), str(broken)], capture_output=True,
                          text=True, timeout=120)
     assert 'unexpected tag "lifetime_type"' in bad.stdout + bad.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Server cost (issue 10.1): scripts/template-cost on the committed YAML.
+
+COST_SCRIPT = ROOT / 'scripts' / 'template-cost'
+
+
+def template_cost(path: Path = TEMPLATE_FILE) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, str(COST_SCRIPT), '--json', str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+def test_reference_host_stays_within_one_value_per_second() -> None:
+    """50 listening + 10 outbound ports, 5 + 3 of them busy: at most 1 stored value/s."""
+    figures = template_cost()
+    assert figures['total']['values_per_second'] <= 1.0, figures
+    # what a problem needs is still there: the e2e-checked items of every port exist
+    assert figures['listening_port']['enabled'] >= 5 and figures['outbound_port']['enabled'] >= 3
+
+
+def test_readme_publishes_the_cost_figures() -> None:
+    figures = template_cost()
+    readme = (ROOT / 'template' / 'README.md').read_text(encoding='utf-8')
+    total = figures['total']
+    assert f'{total["values_per_second"]:.3f} stored values/s' in readme, \
+        'template/README.md: update the cost figures (scripts/template-cost)'
+    assert f'{total["items"]} items ({total["enabled"]} enabled)' in readme
+
+
+def test_cost_script_counts_what_it_should(tmp_path: Path) -> None:
+    """The count fails without discard-unchanged: idle ports then cost as much as busy ones."""
+    figures = template_cost()
+    assert figures['listening_port']['idle_values_per_second'] < \
+        figures['listening_port']['busy_values_per_second'] / 10
+    export = yaml.safe_load(TEMPLATE_FILE.read_text(encoding='utf-8'))
+    for rule in export['zabbix_export']['templates'][0]['discovery_rules']:
+        for item in rule['item_prototypes']:
+            item['preprocessing'] = [step for step in item['preprocessing']
+                                     if step['type'] != 'DISCARD_UNCHANGED_HEARTBEAT']
+            item.pop('discover', None)
+    heavier = tmp_path / 'heavier.yaml'
+    heavier.write_text(yaml.safe_dump(export))
+    assert template_cost(heavier)['total']['values_per_second'] > 1.0
+    # a host item nobody classified stops the script instead of being counted as free
+    export['zabbix_export']['templates'][0]['items'].append(
+        {**export['zabbix_export']['templates'][0]['items'][1], 'key': 'tcp.new.item'})
+    heavier.write_text(yaml.safe_dump(export))
+    result = subprocess.run([sys.executable, str(COST_SCRIPT), str(heavier)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and 'classify it' in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Triggers on items that discard unchanged values (issue 10.1): a window shorter than the
+# heartbeat may hold only older values, so it must come with nodata() on the same item and period
+# (the value did not change for that long) or not be used at all (last()).
+
+# every function call with an item: the same matches as function_refs(), in the same order
+TIME_FUNCTION = re.compile(r'(\w+)\(/([^/]+)/')
+
+
+def function_calls(expression: str) -> Iterator[tuple[str, str, str]]:
+    """(function, key, first parameter after the key) of every call in a trigger expression.
+
+    >>> list(function_calls('min(/T/a[x,"y"],5m)>0 and last(/T/b)=1'))
+    [('min', 'a[x,"y"]', '5m'), ('last', 'b', '')]
+    """
+    for match, (_, key) in zip(TIME_FUNCTION.finditer(expression), function_refs(expression)):
+        rest = expression[match.end() + len(key):]
+        parameter = re.match(r',([^,)]*)', rest)
+        yield match.group(1), key, parameter.group(1) if parameter else ''
+
+
+def heartbeats(template: dict[str, Any]) -> dict[str, str]:
+    items = list(template['items']) + [item for rule in template['discovery_rules']
+                                       for item in rule['item_prototypes']]
+    return {item['key']: step['parameters'][0] for item in items
+            for step in item.get('preprocessing', [])
+            if step['type'] == 'DISCARD_UNCHANGED_HEARTBEAT'}
+
+
+def check_windows(expression: str, heartbeat_of: dict[str, str], where: str) -> None:
+    calls = list(function_calls(expression))
+    guarded = {(key, period) for function, key, period in calls if function == 'nodata'}
+    for function, key, period in calls:
+        if key not in heartbeat_of or function in ('last', 'nodata', 'change'):
+            continue
+        assert not period.startswith('#'), f'{where}: {function}(#N) on {key} counts stored values'
+        assert (key, period) in guarded, \
+            f'{where}: {function}({key},{period}) without nodata({key},{period}): the heartbeat ' \
+            f'is {heartbeat_of[key]}, so an unchanged value leaves the window empty'
+
+
+def all_triggers(export: dict[str, Any], template: dict[str, Any]) -> list[dict[str, Any]]:
+    return host_triggers(export, template) + [trigger for rule in template['discovery_rules']
+                                              for trigger in rule_triggers(rule)]
+
+
+def test_windows_on_discarding_items_are_guarded_by_nodata(export: dict[str, Any],
+                                                           template: dict[str, Any]) -> None:
+    heartbeat_of = heartbeats(template)
+    assert len(heartbeat_of) > 40
+    triggers = all_triggers(export, template)
+    for trigger in triggers:
+        for field in ('expression', 'recovery_expression'):
+            if trigger.get(field):
+                check_windows(trigger[field], heartbeat_of, trigger['name'])
+    with pytest.raises(AssertionError, match='without nodata'):
+        check_windows('min(/T/tcp.port.state[{#PORT},CLOSE_WAIT],5m)>100', heartbeat_of, 'test')
+
+
+def test_listener_gone_waits_for_the_period(template: dict[str, Any]) -> None:
+    """LISTEN stores its 0 once; "gone" must still wait {$TCP.LISTEN.GONE.PERIOD} (nodata) and
+    stay open on the hourly heartbeat (recovery only when a listener is back)."""
+    (local,) = [rule for rule in template['discovery_rules'] if rule['key'] == 'tcp.port.discovery']
+    (gone,) = [trigger for trigger in rule_triggers(local) if trigger['name'].endswith('gone')]
+    assert 'nodata(/TCP ports by Zabbix agent/tcp.port.state[{#PORT},LISTEN],' \
+           '{$TCP.LISTEN.GONE.PERIOD})=1' in gone['expression']
+    assert gone['recovery_mode'] == 'RECOVERY_EXPRESSION'
+    assert 'last(/TCP ports by Zabbix agent/tcp.port.state[{#PORT},LISTEN])>0' in \
+        gone['recovery_expression']
+
+
+def test_dashboard_widgets_show_graphs_of_the_template(export: dict[str, Any],
+                                                      template: dict[str, Any]) -> None:
+    graphs = {graph['name'] for graph in export.get('graphs', [])}
+    prototypes = {graph['name'] for rule in template['discovery_rules']
+                  for graph in rule.get('graph_prototypes', [])}
+    (board,) = template['dashboards']
+    widgets = [widget for page in board['pages'] for widget in page['widgets']]
+    assert len(widgets) >= 5
+    cells = set()
+    for widget in widgets:
+        (shown,) = [field for field in widget['fields'] if field['name'] == 'graphid']
+        assert shown['value']['host'] == 'TCP ports by Zabbix agent'
+        known = prototypes if shown['type'] == 'GRAPH_PROTOTYPE' else graphs
+        assert shown['value']['name'] in known, shown
+        x, y = int(widget.get('x', '0')), int(widget.get('y', '0'))
+        width, height = int(widget['width']), int(widget['height'])
+        assert x + width <= 24, widget  # 6.0 dashboards are 24 columns wide
+        mine = {(column, row) for column in range(x, x + width) for row in range(y, y + height)}
+        assert not mine & cells, f'widgets overlap: {widget}'
+        cells |= mine
+
+
+def test_capacity_thresholds_per_port_are_off_until_set(template: dict[str, Any]) -> None:
+    """Issue 10.2: no connection count fits every service, so the per-port capacity thresholds
+    default to 0 and their triggers only run once a (context) macro sets them."""
+    defaults = {macro['macro']: macro['value'] for macro in template['macros']}
+    for macro in ('{$TCP.ESTABLISHED.MAX.WARN}', '{$TCP.ESTABLISHED.MAX.CRIT}',
+                  '{$TCP.TIME_WAIT.MAX}'):
+        assert defaults[macro] == '0', macro
+        guarded = macro[:-1] + ':"{#PORT}"}>0 and '
+        users = [trigger for rule in template['discovery_rules'] for trigger in rule_triggers(rule)
+                 if macro[:-1] in trigger['expression']]
+        assert users, macro
+        for trigger in users:
+            assert trigger['expression'].startswith(guarded), trigger['name']
