@@ -1,9 +1,13 @@
 """End-to-end: a real Zabbix 6.0 stack (scripts/zabbix-stack) on loopback, the template imported
-through the API, hosts polled through zabbix_agentd and zabbix_agent2."""
+through the API, hosts polled through a zabbix_agentd and a zabbix_agent2 of the test's own."""
 
 import os
+import pwd
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -12,8 +16,23 @@ HERE = os.path.dirname(__file__)
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "agent"))  # socketlab
 
+from socketlab import free_ports  # noqa: E402
+
 API_URL = os.environ.get("ZBX_STACK_URL", "http://127.0.0.1:8080/api_jsonrpc.php")
 STACK = os.path.join(REPO, "scripts", "zabbix-stack")
+PREFIX = os.environ.get("TCP_LLD_PREFIX", "/opt/tcp-lld")
+AGENTS = {  # kind -> (binary, its directory in agent_conf/)
+    "zabbix_agentd": ("/usr/sbin/zabbix_agentd", "zabbix_agentd.d"),
+    "zabbix_agent2": ("/usr/sbin/zabbix_agent2", "zabbix_agent2.d"),
+}
+
+# THE one place for the e2e agents' tcp-lld command lines: UserParameter key -> command line, in
+# place of that key's line in the shipped agent_conf/ file (every other key is used as shipped).
+# The "listener gone" test closes a listener that has listened for about a minute: when tcp-lld
+# only reports listeners gone after a minimum age, lower it here (e.g. `stats --min-age 0`).
+E2E_COMMAND_LINES = {
+    "tcp.port.stats": f"{PREFIX}/bin/tcp-lld stats",
+}
 
 
 def _stack(*args: str) -> subprocess.CompletedProcess:
@@ -29,6 +48,12 @@ def _say(config, text: str) -> None:
             sys.stderr.write(text + "\n")
     else:
         sys.stderr.write(text + "\n")
+
+
+@pytest.fixture(scope="session")
+def say(pytestconfig):
+    """say(text): a line on the terminal even while pytest captures output."""
+    return lambda text: _say(pytestconfig, text)
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +89,89 @@ def api(zabbix_stack):
         zapi.logout()
     except Exception:
         pass
+
+
+def e2e_userparameters(conf_dir: str) -> str:
+    """The shipped UserParameter file of one agent, with the install prefix substituted as
+    scripts/install does and the keys of E2E_COMMAND_LINES given their e2e command line."""
+    with open(os.path.join(REPO, "agent_conf", conf_dir, "tcp-lld.conf")) as fh:
+        lines = fh.read().replace("/opt/tcp-lld", PREFIX).splitlines()
+    replaced = set()
+    for number, line in enumerate(lines):
+        key = line.partition("=")[2].partition(",")[0] if line.startswith("UserParameter=") else None
+        if key in E2E_COMMAND_LINES:
+            lines[number] = f"UserParameter={key},{E2E_COMMAND_LINES[key]}"
+            replaced.add(key)
+    missing = set(E2E_COMMAND_LINES) - replaced
+    assert not missing, f"agent_conf/{conf_dir}/tcp-lld.conf has no UserParameter for {sorted(missing)}"
+    return "\n".join(lines) + "\n"
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, log: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    tail = open(log, errors="replace").read()[-3000:] if os.path.exists(log) else "(no log)"
+    pytest.fail(f"agent did not listen on 127.0.0.1:{port} (exit {proc.poll()}); log:\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def agent_ports(zabbix_stack):
+    """kind -> port of a zabbix_agentd and a zabbix_agent2 started for this session as user
+    `zabbix` on free loopback ports with e2e_userparameters(); stopped by PID afterwards.
+    (The stack's own agents on 10050/10060 include the installed file, which the e2e may not
+    change: see E2E_COMMAND_LINES.)"""
+    if not os.access(os.path.join(PREFIX, "bin", "tcp-lld"), os.X_OK):
+        pytest.fail(f"{PREFIX}/bin/tcp-lld missing: run `bash scripts/install --test`")
+    zabbix = pwd.getpwnam("zabbix")
+    started = []  # (process, work directory)
+    ports = {}
+    try:
+        for kind, (binary, conf_dir) in sorted(AGENTS.items()):
+            if not os.path.exists(binary):
+                pytest.fail(f"{binary} missing: run `bash scripts/zabbix-stack install`")
+            work = tempfile.mkdtemp(prefix=f"tcp-lld-e2e-{kind}-")
+            os.chmod(work, 0o755)
+            os.chown(work, zabbix.pw_uid, zabbix.pw_gid)
+            userparams = os.path.join(work, "tcp-lld.conf")
+            with open(userparams, "w") as fh:
+                fh.write(e2e_userparameters(conf_dir))
+            (port,) = free_ports(1, 21000, 21999)
+            log = os.path.join(work, "agent.log")
+            config = os.path.join(work, "agent.conf")
+            lines = [f"LogFile={log}", "LogFileSize=0", "Server=127.0.0.1", "ListenIP=127.0.0.1",
+                     f"ListenPort={port}", f"Hostname=tcp-lld-e2e-{kind}", "Timeout=3",
+                     f"PidFile={work}/agent.pid", f"Include={userparams}"]
+            if kind == "zabbix_agent2":
+                lines.append(f"ControlSocket={work}/agent.sock")
+                cmd = [binary, "-c", config]
+            else:
+                lines.append("StartAgents=3")
+                cmd = [binary, "-c", config, "-f"]
+            with open(config, "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+            for path in (userparams, config):
+                os.chmod(path, 0o644)
+            with open(os.path.join(work, "stdout"), "w") as out:
+                proc = subprocess.Popen(cmd, user="zabbix", group="zabbix", extra_groups=[], cwd=work,
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            started.append((proc, work))
+            _wait_listening(port, proc, log)
+            ports[kind] = port
+        yield ports
+    finally:
+        for proc, work in started:
+            proc.terminate()  # by PID: the agent we started, nothing else
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            shutil.rmtree(work, ignore_errors=True)

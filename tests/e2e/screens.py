@@ -8,6 +8,17 @@ from urllib.parse import urlencode
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+_EXPANDED_TAB = "li.tabfilter-item-label.expanded a.tabfilter-item-link"
+_ACTIVE_TIME_TAB = "li.ui-tabs-active a.btn-time"
+# Loaded, no jQuery request pending, no loading indicator (charts.view marks a graph being drawn
+# with .is-loading), and every image loaded; the graphs' <img> in #charts must have a source.
+_SETTLED_JS = """
+return document.readyState === 'complete'
+    && !(window.jQuery && window.jQuery.active)
+    && !document.querySelector('.is-loading')
+    && Array.from(document.images).every(img => img.complete)
+    && Array.from(document.querySelectorAll('#charts img')).every(img => img.getAttribute('src') && img.naturalWidth > 0);
+"""
 
 
 class Browser:
@@ -59,17 +70,36 @@ class Browser:
                 raise AssertionError(f"login failed: {self.driver.current_url}: {self._body()[:500]}")
             time.sleep(0.5)
 
-    def _shot(self, url: str, path: str, settle: float = 3.0, collapse_filter: bool = False) -> str:
+    def _until(self, what: str, condition, timeout: float = 60) -> None:
+        """Poll `condition(driver)` (first at once, then every 0.2 s) until it is true."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(condition)
+        except TimeoutException:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}: "
+                                 f"{self.driver.current_url}: {self._body()[:500]}") from None
+
+    def _settled(self) -> None:
+        """The page loaded, no request of its scripts pending, its graphs drawn."""
+        self._until("the page to settle", lambda driver: driver.execute_script(_SETTLED_JS))
+
+    def _expanded_filter_tabs(self) -> list:
         from selenium.webdriver.common.by import By
 
+        return (self.driver.find_elements(By.CSS_SELECTOR, _EXPANDED_TAB)
+                or self.driver.find_elements(By.CSS_SELECTOR, _ACTIVE_TIME_TAB))
+
+    def _shot(self, url: str, path: str, collapse_filter: bool = False) -> str:
         self.driver.get(url)
-        time.sleep(settle)
+        self._settled()
         if collapse_filter:  # click the filter tab like a person would, to show more rows
-            tabs = (self.driver.find_elements(By.CSS_SELECTOR, "li.tabfilter-item-label.expanded a.tabfilter-item-link")
-                    or self.driver.find_elements(By.CSS_SELECTOR, "li.ui-tabs-active a.btn-time"))
+            tabs = self._expanded_filter_tabs()
             if tabs:
                 tabs[0].click()
-                time.sleep(1)
+                self._until("the filter to collapse", lambda driver: not self._expanded_filter_tabs())
+                self._settled()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.driver.save_screenshot(path)
         return self._body()
@@ -83,4 +113,4 @@ class Browser:
         """The host's graphs whose name contains `name`, over the last 5 minutes."""
         query = urlencode({"action": "charts.view", "filter_hostids[]": hostid, "filter_name": name,
                            "filter_show": 1, "filter_set": 1, "from": "now-5m", "to": "now"})
-        return self._shot(f"{web}/zabbix.php?{query}", path, settle=5.0, collapse_filter=True)
+        return self._shot(f"{web}/zabbix.php?{query}", path, collapse_filter=True)

@@ -3,9 +3,12 @@
 The test makes its own sockets in the host's network namespace on loopback (the agents run there):
   port 80    : N_EST accepted ESTABLISHED connections + N_QUEUED never accept()ed (accept queue)
   port 3306  : N_CW server sockets in CLOSE_WAIT + N_DB ESTABLISHED connections
-  port GONE  : a listener that is closed halfway, for the "listener gone" trigger
+  a 23xxx port: the "listener gone" test's own listener, opened and closed inside that test
 and asserts what Zabbix stored equals those numbers (and `ss`), through zabbix_agentd and
-zabbix_agent2 (one host each).
+zabbix_agent2 (one host each, agents started by conftest.py with its E2E_COMMAND_LINES).
+
+Every test passes alone and in any order: none depends on the order of API results, on another
+test having run, or on a socket another test changes; waits poll a condition, never sleep blind.
 """
 
 import glob
@@ -20,9 +23,9 @@ from socketlab import Lab, can_listen, free_ports, ss_count, ss_listen_queue
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WEB = os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080")
-HOSTS = {  # host name -> agent port (scripts/zabbix-stack)
-    "tcp-lld-agentd": 10050,
-    "tcp-lld-agent2": 10060,
+HOSTS = {  # host name -> agent kind (conftest.py starts one agent of each kind)
+    "tcp-lld-agentd": "zabbix_agentd",
+    "tcp-lld-agent2": "zabbix_agent2",
 }
 GROUP = "tcp-lld e2e"
 N_EST, N_QUEUED, BACKLOG_80 = 4, 2, 64
@@ -35,18 +38,18 @@ TEMPLATE_NAME = "TCP ports by Zabbix agent"
 
 # ------------------------------------------------------------------------------------ helpers
 def wait_for(what, probe, poke=None, timeout=LIMIT):
-    """Poll `probe()` until it returns a truthy value; `poke()` (check now) between tries."""
+    """Call `probe()` -> (done, state) until done, then return state: at once if it already holds,
+    else `poke()` (check now) and try again POKE_EVERY s later, until `timeout` s."""
     deadline = time.monotonic() + timeout
-    last = None
     while True:
+        done, state = probe()
+        if done:
+            return state
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last state: {state!r}")
         if poke:
             poke()
         time.sleep(POKE_EVERY)
-        last = probe()
-        if last and last[0]:
-            return last[1]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; last state: {last[1] if last else None!r}")
 
 
 def check_now(api, itemids):
@@ -62,6 +65,37 @@ def items_by_key(api, hostid):
     return {item["key_"]: item for item in items}
 
 
+def prototype_pattern(prototype_key):
+    """A regex matching the keys a discovery made from an item prototype, with the port as group
+    `port`: the one of 'tcp.port.accept_queue[{#PORT}]' matches 'tcp.port.accept_queue[80]', port '80'."""
+    parts = [re.escape(part) for part in prototype_key.split("{#PORT}")]
+    return re.compile(parts[0] + "".join(
+        ("(?P<port>\\d+)" if number == 1 else "(?P=port)") + part for number, part in enumerate(parts[1:], 1)))
+
+
+def discovered_ports(prototype_keys, keys):
+    """Ports for which any of the prototypes made an item among `keys` (the union: API order and
+    the shape of any one prototype's key do not matter)."""
+    patterns = [prototype_pattern(p) for p in prototype_keys if "{#PORT}" in p]
+    return {m.group("port") for pattern in patterns for key in keys for m in [pattern.fullmatch(key)] if m}
+
+
+def report(api, deployment):
+    """Every item Zabbix collected, with its last value (printed when the module's tests end)."""
+    lines = [f"e2e setup (import, hosts, discovery, first values): {deployment['setup_seconds']:.0f} s"]
+    for name, hostid in deployment["hosts"].items():
+        keys = items_by_key(api, hostid)
+        lines.append(f"== {name}: {len(keys)} items")
+        for key in sorted(keys):
+            item = keys[key]
+            if item["status"] != "0":
+                continue
+            value = item["lastvalue"] if key != "tcp.port.stats" else "(JSON, not stored)"
+            flag = " [UNSUPPORTED: %s]" % item["error"] if item["state"] == "1" else ""
+            lines.append(f"  {key:45} {value}{flag}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def scene():
@@ -69,20 +103,20 @@ def scene():
         if not can_listen(port):
             pytest.fail(f"port {port} is in use on this machine; the e2e needs it for its own listener")
     lab = Lab()
-    (gone,) = free_ports(1, 23000, 23999)
-    l80 = lab.listener(80, backlog=BACKLOG_80)
-    lab.established(l80, N_EST)
-    lab.unaccepted(l80, N_QUEUED)
-    l3306 = lab.listener(3306)
-    lab.close_wait(l3306, N_CW)
-    lab.established(l3306, N_DB)
-    l_gone = lab.listener(gone)
-    yield {"lab": lab, "gone": gone, "gone_listener": l_gone}
-    lab.close()
+    try:
+        l80 = lab.listener(80, backlog=BACKLOG_80)
+        lab.established(l80, N_EST)
+        lab.unaccepted(l80, N_QUEUED)
+        l3306 = lab.listener(3306)
+        lab.close_wait(l3306, N_CW)
+        lab.established(l3306, N_DB)
+        yield lab  # no test may change these sockets: every test relies on their counts
+    finally:
+        lab.close()
 
 
 @pytest.fixture(scope="module")
-def deployment(api, scene):
+def deployment(api, scene, agent_ports, say):
     """Template imported, one host per agent, discovery and the first values collected."""
     t0 = time.monotonic()
     files = sorted(glob.glob(os.path.join(REPO, "template", "*.yaml")))
@@ -114,7 +148,8 @@ def deployment(api, scene):
     if old:
         api.host.delete(*[h["hostid"] for h in old])
     hosts = {}
-    for name, port in HOSTS.items():
+    for name, kind in HOSTS.items():
+        port = agent_ports[kind]
         hostid = api.host.create(
             host=name, groups=[{"groupid": groupid}], templates=[{"templateid": templateid}],
             interfaces=[{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": str(port)}],
@@ -144,7 +179,6 @@ def deployment(api, scene):
             keys = items_by_key(api, hostid)
             state[name] = {k: k in keys for k in ("tcp.port.state[80,ESTABLISHED]",
                                                   "tcp.port.state[3306,CLOSE_WAIT]",
-                                                  f"tcp.port.state[{scene['gone']},LISTEN]",
                                                   "tcp.remote.state[3306,ESTABLISHED]")}
         return all(all(v.values()) for v in state.values()), state
 
@@ -158,15 +192,18 @@ def deployment(api, scene):
             keys = items_by_key(api, hostid)
             want = ["tcp.port.state[80,ESTABLISHED]", "tcp.port.state[3306,CLOSE_WAIT]",
                     "tcp.port.accept_queue[80]", "tcp.remote.state[3306,ESTABLISHED]",
-                    f"tcp.port.state[{scene['gone']},LISTEN]", "tcp.host.state[ESTABLISHED]"]
+                    "tcp.host.state[ESTABLISHED]"]
             state[name] = {k: keys[k]["lastclock"] for k in want if k in keys}
             if len(state[name]) < len(want) or "0" in state[name].values():
                 return False, state
         return True, state
 
     wait_for("values of the discovered items", collected, poke=lambda: check_now(api, master_ids()))
-    yield {"hosts": hosts, "templateid": templateid, "master_ids": master_ids, "rule_ids": rule_ids,
-           "setup_seconds": time.monotonic() - t0}
+    deployed = {"hosts": hosts, "templateid": templateid, "master_ids": master_ids, "rule_ids": rule_ids,
+                "setup_seconds": time.monotonic() - t0}
+    yield deployed
+    # what Zabbix collected, for the closing note: after the module's last test, whichever it was
+    say("\n" + report(api, deployed))
 
 
 # ------------------------------------------------------------------------------------- tests
@@ -184,25 +221,34 @@ def test_every_discovered_port_has_its_items(api, deployment, host):
     for rule in api.discoveryrule.get(hostids=hostid, output=["itemid", "key_", "state", "error"]):
         assert rule["state"] == "0", f"{host}: LLD rule {rule['key_']} unsupported: {rule['error']}"
         assert rule["error"] == "", f"{host}: LLD rule {rule['key_']}: {rule['error']}"
-        prototypes = [p["key_"] for p in api.itemprototype.get(discoveryids=rule["itemid"], output=["key_"])]
+        # prototypes made per port by default (discover "0"); NO_DISCOVER ones wait for an override
+        prototypes = [p["key_"] for p in api.itemprototype.get(discoveryids=rule["itemid"], output=["key_", "discover"])
+                      if p["discover"] == "0"]
         assert prototypes, rule
-        prefix = prototypes[0].split("[")[0]
-        ports = {m.group(1) for k in keys for m in [re.match(re.escape(prefix) + r"\[(\d+),", k)] if m}
-        assert ports, f"{host}: {rule['key_']} discovered nothing"
-        for port in ports:
-            for proto in prototypes:
-                key = proto.replace("{#PORT}", port)
-                assert key in keys, f"{host}: discovered port {port} lacks item {key}"
-    assert "80" in {m.group(1) for k in keys for m in [re.match(r"tcp\.port\.state\[(\d+),", k)] if m}
+        ports = discovered_ports(prototypes, keys)
+        # the test's own sockets: listeners on 80 and 3306, and clients of both (outbound)
+        assert {"80", "3306"} <= ports, f"{host}: {rule['key_']} discovered {sorted(ports)}"
+        lacking = {port: missing for port in sorted(ports)
+                   for missing in [sorted(p.replace("{#PORT}", port) for p in prototypes
+                                          if p.replace("{#PORT}", port) not in keys)] if missing}
+        assert not lacking, f"{host}: {rule['key_']}: discovered ports lack items: {lacking}"
 
 
 @pytest.mark.parametrize("host", sorted(HOSTS))
 def test_no_item_is_unsupported(api, deployment, host):
     hostid = deployment["hosts"][host]
-    check_now(api, deployment["master_ids"]())
-    time.sleep(POKE_EVERY)
-    bad = {k: i["error"] for k, i in items_by_key(api, hostid).items() if i["status"] == "0" and i["state"] == "1"}
-    assert not bad, f"{host}: unsupported items: {bad}"
+    since = int(time.time())
+
+    def polled_and_supported():
+        """A poll after `since` was processed (a dependent item stored a value) and no enabled item
+        is unsupported."""
+        keys = items_by_key(api, hostid)
+        fresh = int(keys.get("tcp.lld.age_seconds", {}).get("lastclock", 0)) > since
+        bad = {k: i["error"] for k, i in keys.items() if i["status"] == "0" and i["state"] == "1"}
+        return fresh and not bad, {"polled since the test began": fresh, "unsupported": bad}
+
+    wait_for(f"{host}: a fresh poll with no unsupported item", polled_and_supported,
+             poke=lambda: check_now(api, deployment["master_ids"]()), timeout=90)
 
 
 @pytest.mark.parametrize("host", sorted(HOSTS))
@@ -248,32 +294,47 @@ def test_close_wait_trigger_fires_with_port_context_macro(api, deployment, host)
     # the context macro is per port: port 80 (no CLOSE_WAIT) must not fire
     quiet = api.trigger.get(hostids=hostid, output=["description", "value"], expandDescription=True,
                             search={"description": "Port 80"}, filter={"value": 1})
+    quiet = [t for t in quiet if re.match(r"Port 80\b", t["description"])]
     assert not quiet, quiet
 
 
-def test_listener_gone_fires_on_both_hosts(api, deployment, scene):
-    gone = scene["gone"]
+def test_listener_gone_fires_on_both_hosts(api, deployment):
+    """A listener of this test's own on a fresh port is discovered listening, then closed: tcp-lld
+    keeps the port with LISTEN 0 and the trigger fires (the agents' command line for this:
+    E2E_COMMAND_LINES in conftest.py)."""
     hostids = deployment["hosts"]
-    for name, hostid in hostids.items():
-        keys = items_by_key(api, hostid)
-        assert keys[f"tcp.port.state[{gone},LISTEN]"]["lastvalue"] == "1", (name, keys[f"tcp.port.state[{gone},LISTEN]"])
-    scene["lab"].close(scene["gone_listener"])
-    assert ss_count("listening", f"( sport = :{gone} )") == 0
+    lab = Lab()
+    try:
+        (gone,) = free_ports(1, 23000, 23999)
+        listener = lab.listener(gone)
+        listen_key = f"tcp.port.state[{gone},LISTEN]"
 
-    def fired():
-        state = {}
-        for name, hostid in hostids.items():
-            keys = items_by_key(api, hostid)
-            triggers = api.trigger.get(hostids=hostid, output=["description", "value"], expandDescription=True,
-                                       search={"description": f"Port {gone}"})
-            state[name] = {"LISTEN": keys[f"tcp.port.state[{gone},LISTEN]"]["lastvalue"],
-                           "triggers": {t["description"]: t["value"] for t in triggers}}
-        ok = all(s["LISTEN"] == "0" and any("Listener is gone" in d and v == "1" for d, v in s["triggers"].items())
-                 for s in state.values())
-        return ok, state
+        def state_of_port():
+            state = {}
+            for name, hostid in hostids.items():
+                item = items_by_key(api, hostid).get(listen_key)
+                triggers = api.trigger.get(hostids=hostid, output=["description", "value"], expandDescription=True,
+                                           search={"description": f"Port {gone}"})
+                state[name] = {"LISTEN": item["lastvalue"] if item and item["lastclock"] != "0" else None,
+                               "gone": [t["value"] for t in triggers if "Listener is gone" in t["description"]]}
+            return state
 
-    wait_for(f"'Listener is gone' on port {gone} (kept with LISTEN 0 by tcp-lld)", fired,
-             poke=lambda: check_now(api, deployment["master_ids"]()), timeout=150)
+        def listening():  # discovered, LISTEN 1 stored, no "gone" problem (tcp-lld may remember the port)
+            state = state_of_port()
+            return all(s["LISTEN"] == "1" and s["gone"] == ["0"] for s in state.values()), state
+
+        def fired():
+            state = state_of_port()
+            return all(s["LISTEN"] == "0" and s["gone"] == ["1"] for s in state.values()), state
+
+        wait_for(f"port {gone} discovered and listening on both hosts", listening,
+                 poke=lambda: check_now(api, deployment["rule_ids"] + deployment["master_ids"]()))
+        lab.close(listener)
+        assert ss_count("listening", f"( sport = :{gone} )") == 0
+        wait_for(f"'Listener is gone' on port {gone} (kept with LISTEN 0 by tcp-lld)", fired,
+                 poke=lambda: check_now(api, deployment["master_ids"]()), timeout=150)
+    finally:
+        lab.close()
 
 
 def test_frontend_shows_the_items(api, deployment, capsys):
@@ -332,29 +393,20 @@ def test_tcp_lld_error_lines_become_item_errors(api, deployment):
         done = got["item"]["state"] == "1" and got["rule"]["state"] == "1"
         return done, got
 
-    got = wait_for("the error lines to become item errors", errors, poke=lambda: check_now(api, [item, rule]))
+    try:  # these unsupported objects must not outlive the test (other tests check the host)
+        got = wait_for("the error lines to become item errors", errors, poke=lambda: check_now(api, [item, rule]))
+    finally:
+        api.item.delete(item)
+        api.discoveryrule.delete(rule)
     # Zabbix 6.0 shows it as "Preprocessing failed for: <value>\n1. Failed: <our line>"
     assert "Failed: tcp-lld: invalid port 'abc'" in got["item"]["error"], got
     assert "Failed: tcp-lld: invalid port 'xyz'" in got["rule"]["error"], got
-    api.item.delete(item)
-    api.discoveryrule.delete(rule)
 
 
-def test_zz_report_discovered_items(api, deployment, capsys):
-    """Print what Zabbix collected (for the closing note); fails if nothing was collected."""
-    lines = [f"e2e setup (import, hosts, discovery, first values): {deployment['setup_seconds']:.0f} s"]
-    total = 0
+def test_items_are_collected(api, deployment):
+    """Zabbix stored values for the template's items on both hosts (the full list is printed when
+    the module ends, see `report`)."""
     for name, hostid in deployment["hosts"].items():
-        keys = items_by_key(api, hostid)
-        lines.append(f"== {name}: {len(keys)} items")
-        for key in sorted(keys):
-            item = keys[key]
-            if item["status"] != "0":
-                continue
-            value = item["lastvalue"] if key != "tcp.port.stats" else "(JSON, not stored)"
-            flag = " [UNSUPPORTED: %s]" % item["error"] if item["state"] == "1" else ""
-            lines.append(f"  {key:45} {value}{flag}")
-            total += 1
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
-    assert total > 20
+        collected = [k for k, i in items_by_key(api, hostid).items()
+                     if i["status"] == "0" and i["state"] == "0" and i["lastclock"] != "0"]
+        assert len(collected) > 20, f"{name}: only {sorted(collected)}"
