@@ -11,6 +11,9 @@ import pytest
 
 from socketlab import Lab, eventually, free_ports, ss_count, ss_listen_queue
 
+pytestmark = pytest.mark.root  # runs real agents as the zabbix user
+
+
 N_ESTABLISHED = 5
 N_CLOSE_WAIT = 3
 N_QUEUED = 4

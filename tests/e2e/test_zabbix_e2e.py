@@ -21,6 +21,9 @@ import pytest
 
 from socketlab import Lab, can_listen, free_ports, ss_count, ss_listen_queue
 
+pytestmark = pytest.mark.root  # runs a real Zabbix server, its database and agents
+
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WEB = os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080")
 HOSTS = {  # host name -> agent kind (conftest.py starts one agent of each kind)

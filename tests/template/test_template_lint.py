@@ -26,6 +26,8 @@ GENERATOR = ROOT / 'scripts' / 'gen-template'
 CONTRACT = ROOT / 'docs' / 'contract.md'
 AGENT_CONFS = sorted((ROOT / 'agent_conf').glob('*/tcp-lld.conf'))
 INSTALLED_CLI = Path(os.environ.get('TCP_LLD_PREFIX', '/opt/tcp-lld')) / 'bin' / 'tcp-lld'
+# The installed launcher when there is one (what the agent runs), else this checkout's package.
+CLI = [str(INSTALLED_CLI)] if INSTALLED_CLI.exists() else [sys.executable, '-m', 'tcp_lld']
 AGENT_TYPES = {'ZABBIX_PASSIVE', 'ZABBIX_ACTIVE'}
 
 # {$MACRO} or {$MACRO:context}, the context possibly quoted and holding an LLD macro.
@@ -246,7 +248,7 @@ def free_service_port() -> socket.socket:
 
 
 def run_cli(*arguments: str) -> Any:
-    result = subprocess.run([str(INSTALLED_CLI), *arguments, '--no-cache'], capture_output=True,
+    result = subprocess.run([*CLI, *arguments, '--no-cache'], capture_output=True, cwd=ROOT,
                             text=True, timeout=60)
     assert result.returncode == 0, f'tcp-lld {" ".join(arguments)}: {result.stdout}{result.stderr}'
     assert result.stderr == '', result.stderr
@@ -257,7 +259,6 @@ def run_cli(*arguments: str) -> Any:
 def real_outputs() -> dict[str, Any]:
     """stats, discovery and outbound discovery from the installed CLI, with one listener and one
     outbound connection of our own so every prototype path has a port to resolve against."""
-    assert INSTALLED_CLI.exists(), f'{INSTALLED_CLI} is not installed (bash scripts/install --test)'
     listener = free_service_port()
     port = str(listener.getsockname()[1])
     client = socket.create_connection(('127.0.0.1', int(port)))
@@ -400,12 +401,9 @@ def run_rule_javascript(rule: dict[str, Any], rows: list[dict[str, str]]) -> lis
 
 def discovery_rows(request: pytest.FixtureRequest) -> dict[str, list[dict[str, str]]]:
     local_rows, outbound_rows = contract_lld_rows()
-    rows = {'tcp.port.discovery': local_rows, 'tcp.port.discovery.outbound': outbound_rows}
-    if INSTALLED_CLI.exists():
-        real = request.getfixturevalue('real_outputs')
-        rows['tcp.port.discovery'] = local_rows + real['discovery']
-        rows['tcp.port.discovery.outbound'] = outbound_rows + real['outbound']
-    return rows
+    real = request.getfixturevalue('real_outputs')
+    return {'tcp.port.discovery': local_rows + real['discovery'],
+            'tcp.port.discovery.outbound': outbound_rows + real['outbound']}
 
 
 def test_lld_macros_exist_in_discovery_rows(template: dict[str, Any],
