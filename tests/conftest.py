@@ -61,6 +61,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: "list[pytest.Ite
             item.add_marker(skip)
 
 
+#: Fixtures whose value lives in a private namespace of its own (`.namespace`, a KeptNamespace).
+NAMESPACED_FIXTURES = ("world", "own_world", "population")
+
+
+@pytest.fixture(autouse=True)
+def inside_the_test_namespace(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Run each test inside the namespace of the namespaced fixture it uses, and only the test."""
+    used = [name for name in NAMESPACED_FIXTURES if name in request.fixturenames]
+    if not used:
+        yield
+        return
+    with request.getfixturevalue(used[0]).namespace.entered():
+        yield
+
+
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     """The known sockets, alive for a whole test module, inside a private network namespace."""

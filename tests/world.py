@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Dict, Iterator, List, Tuple
 
-from netns import private_network_namespace
+from netns import KeptNamespace
 
 from tcp_lld.states import STATE_NAMES as STATES
 
@@ -150,13 +150,20 @@ class World:
 
 @contextlib.contextmanager
 def living_world() -> Iterator[World]:
-    """A freshly built world in its own private network namespace, closed afterwards."""
-    with private_network_namespace():
-        world = World().build()
+    """A freshly built world in a private network namespace of its own (`world.namespace`), closed
+    afterwards. The process is back in its own namespace when this yields: tests step into
+    the world's namespace for their duration (see conftest's `inside_the_test_namespace`)."""
+    namespace = KeptNamespace()
+    try:
+        with namespace.entered():
+            world = World().build()
+        world.namespace = namespace
         try:
             yield world
         finally:
             world.close()
+    finally:
+        namespace.close()
 
 
 def named(counts: List[int]) -> Dict[str, int]:
