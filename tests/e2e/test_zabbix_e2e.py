@@ -14,6 +14,7 @@ test having run, or on a socket another test changes; waits poll a condition, ne
 import glob
 import os
 import re
+import socket
 import tempfile
 import time
 
@@ -161,7 +162,7 @@ def deployment(api, scene, agent_ports, say):
                 {"macro": '{$TCP.CLOSE_WAIT.MAX:"3306"}', "value": str(N_CW - 1)},
                 # short windows so the triggers react within the test's time
                 {"macro": "{$TCP.LISTEN.GONE.PERIOD}", "value": "30s"},
-                {"macro": "{$TCP.TRIGGER.PERIOD}", "value": "2m"},
+                {"macro": "{$TCP.TRIGGER.PERIOD}", "value": "1m"},
             ],
         )["hostids"][0]
         hosts[name] = hostid
@@ -299,6 +300,45 @@ def test_close_wait_trigger_fires_with_port_context_macro(api, deployment, host)
                             search={"description": "Port 80"}, filter={"value": 1})
     quiet = [t for t in quiet if re.match(r"Port 80\b", t["description"])]
     assert not quiet, quiet
+
+
+def test_accept_queue_overflow_trigger_fires_on_both_hosts(api, deployment):
+    """The kernel's ListenOverflows, provoked in the host's namespace on loopback: a listener of
+    ours with backlog 0 that never accepts, and clients that keep knocking (each SYN the full
+    queue drops counts). The rate item gets values and the trigger fires on both hosts."""
+    hostids = deployment["hosts"]
+    lab = Lab()
+    knockers = []
+    (port,) = free_ports(1, 24000, 24999)
+    lab.listener(port, backlog=0)
+
+    def knock():
+        for _ in range(3):
+            client = socket.socket()
+            client.setblocking(False)
+            try:
+                client.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            knockers.append(client)
+
+    def fired():
+        state = {}
+        for name, hostid in hostids.items():
+            triggers = api.trigger.get(hostids=hostid, output=["description", "value"],
+                                       search={"description": "Accept queue overflowing"})
+            rate = items_by_key(api, hostid).get("tcp.kernel.rate[ListenOverflows]", {})
+            state[name] = {"trigger": [t["value"] for t in triggers], "rate": rate.get("lastvalue")}
+        return all("1" in s["trigger"] for s in state.values()), state
+
+    try:
+        state = wait_for("the accept-queue overflow trigger on both hosts", fired,
+                         poke=lambda: (knock(), check_now(api, deployment["master_ids"]())), timeout=300)
+        assert all(float(s["rate"]) > 0 for s in state.values()), state
+    finally:
+        for client in knockers:
+            client.close()
+        lab.close()
 
 
 def test_listener_gone_fires_on_both_hosts(api, deployment):
