@@ -70,20 +70,24 @@ def _split(argv: List[str]) -> Tuple[str, List[str], Dict[str, str]]:
     """(command, positional arguments, options); options may stand anywhere."""
     positional: List[str] = []
     options: Dict[str, str] = {}
-    for argument in argv:
-        if len(argument) > MAX_ARGUMENT and not argument.startswith("--ports"):
-            raise UsageError(f"argument too long ({len(argument)} characters, at most {MAX_ARGUMENT})")
     arguments = iter(argv)
     for argument in arguments:
+        if len(argument) > MAX_ARGUMENT and not argument.startswith("--ports="):
+            raise UsageError(f"argument too long ({len(argument)} characters, at most {MAX_ARGUMENT})")
         name, equals, value = argument.partition("=")
         if argument == "--":  # the rest is positional: the agent passes item key parameters after it
-            positional.extend(arguments)
+            for rest in arguments:
+                if len(rest) > MAX_ARGUMENT:
+                    raise UsageError(f"argument too long ({len(rest)} characters, at most {MAX_ARGUMENT})")
+                positional.append(rest)
         elif argument.startswith("--"):
             if name in _VALUE_OPTIONS:
                 if not equals:
                     value = next(arguments, None)  # type: ignore[assignment]
                     if value is None:
                         raise UsageError(f"option {name} needs a value")
+                    if len(value) > MAX_ARGUMENT and name != "--ports":  # --ports has its own bound
+                        raise UsageError(f"argument too long ({len(value)} characters, at most {MAX_ARGUMENT})")
                 options[name] = value
             elif name in _FLAG_OPTIONS and not equals:
                 options[name] = ""
