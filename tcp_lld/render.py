@@ -58,7 +58,12 @@ def master_document(answers: Answers, selection: Selection, now: float, stale: b
 
 
 def lld(rows: List[Dict[str, str]]) -> bytes:
-    """`{"data": [...]}`: the form every Zabbix version since 4.x accepts."""
-    import orjson
+    """`{"data": [...]}`: the form every Zabbix version since 4.x accepts. orjson where installed;
+    the standard library, byte for byte the same, where it is not (Debian 12 has no python3-orjson)."""
+    try:
+        import orjson
+    except ImportError:
+        import json
 
+        return json.dumps({"data": rows}, ensure_ascii=False, separators=(",", ":")).encode()
     return orjson.dumps({"data": rows})

@@ -105,3 +105,24 @@ def test_least_busy_listening_ports_are_dropped_first():
     kept = select(answers, 86400, 3600, limit=FIXED_BYTES + 2 + 4 * cost(answers))
     assert [line.port for line in kept.listeners] == [1006, 1007, 1008, 1009]
     assert kept.dropped_listening == 6
+
+
+def test_lld_json_is_the_same_with_or_without_orjson(monkeypatch):
+    """Debian 12 has no python3-orjson: the standard library must give the very same bytes."""
+    import builtins
+
+    import orjson
+
+    from tcp_lld.render import lld
+
+    rows = [{"{#PORT}": "80", "{#PROCESS}": "nginx: master", "{#USER}": "wwwé"}, {"{#PORT}": "22", "{#SERVICE}": "ssh"}]
+    with_orjson = lld(rows)
+    real_import = builtins.__import__
+
+    def without_orjson(name, *arguments, **keywords):
+        if name == "orjson":
+            raise ImportError("no orjson")
+        return real_import(name, *arguments, **keywords)
+
+    monkeypatch.setattr(builtins, "__import__", without_orjson)
+    assert lld(rows) == with_orjson == orjson.dumps({"data": rows})
