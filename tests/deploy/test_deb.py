@@ -146,7 +146,7 @@ def test_install_over_scripts_install_then_upgrade_keeping_cache_and_edits(fresh
     assert "/usr/bin/tcp-lld stats" in root.sh(f"cat {CONFFILES[0]}")
     agent_test(root, "tcp.port.stats")
     before = set(root.sh("ls /var/cache/tcp-lld").split())
-    assert any(name.startswith("memory-") for name in before), before
+    assert any(name.startswith("grace-") for name in before), before  # the grace memory
     root.sh(f"echo '# edited by the admin' >> {CONFFILES[0]}")
     log = install(root, debs["upgrade"])
     assert "Unpacking tcp-lld" in log and "over (" in log, log
