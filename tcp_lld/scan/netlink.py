@@ -83,6 +83,10 @@ _HEADER = struct.Struct("<IH")
 _ERRNO = struct.Struct("<i")
 
 BUFFER_SIZE = 64 * 1024  # the kernel sends at most 32 KiB of a dump per read
+BATCH_SIZE = 512 * 1024  # datagrams parsed together (see `Dumper.dump_batched`)
+SHORT_DATAGRAM = 16 * 1024  # shorter than the kernel's full dump datagrams: maybe the last one
+RECEIVE_TIMEOUT = 10  # seconds
+_TIMEVAL = struct.Struct("@ll")
 SOCKET_BUFFER = 4 << 20
 
 
@@ -98,7 +102,7 @@ class Dumper:
     """
 
     def __init__(self) -> None:
-        self.buffer = bytearray(BUFFER_SIZE)
+        self.buffer = bytearray(BUFFER_SIZE)  # room for one datagram
         self.view = memoryview(self.buffer)
         self.open()
 
@@ -109,27 +113,55 @@ class Dumper:
             raise ScanError(f"netlink: cannot open a sock_diag socket: {error}") from None
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            # A kernel that never ends a dump must not hang the agent: recv fails instead (EAGAIN).
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(RECEIVE_TIMEOUT, 0))
         except OSError:
             pass
 
     def send(self, request: bytes) -> None:
         self.sock.send(request)
 
-    def receive_into(self, buffer: bytearray) -> int:
+    def receive_into(self, buffer: memoryview) -> int:
         """One datagram into `buffer`; its FULL length (MSG_TRUNC), even when it did not fit."""
         return self.sock.recv_into(buffer, 0, socket.MSG_TRUNC)
+
+    def _received(self, buffer: memoryview) -> int:
+        length = self.receive_into(buffer)
+        if length == 0:
+            raise ScanError("netlink: the kernel closed the sock_diag socket mid-dump")
+        if length > len(buffer):  # counting the part that fitted would undercount
+            raise ScanError(f"netlink: a {length}-byte dump message did not fit the {len(buffer)}-byte buffer")
+        return length
 
     def dump(self, request: bytes, on_buffer: OnBuffer) -> None:
         """Send one dump request; feed every received buffer to `on_buffer` until it says done."""
         self.send(request)
-        while True:
-            length = self.receive_into(self.buffer)
-            if length == 0:
-                raise ScanError("netlink: the kernel closed the sock_diag socket mid-dump")
-            if length > len(self.buffer):  # counting the part that fitted would undercount
-                raise ScanError(f"netlink: a {length}-byte dump message did not fit the {len(self.buffer)}-byte buffer")
-            if on_buffer(self.view, length):  # the whole buffer: a short last message still unpacks
-                return
+        while not on_buffer(self.view, self._received(self.view)):  # the whole buffer: a short
+            pass  # last message still unpacks
+
+    def dump_batched(self, request: bytes, on_buffer: OnBuffer) -> None:
+        """`dump`, with datagrams received back to back into one BATCH_SIZE buffer and handed over
+        together (records never straddle datagrams): what `on_buffer` pays per call, it pays once
+        per ~15 datagrams. A batch is handed over early when a datagram may be the dump's last
+        (short, or ending like NLMSG_DONE, or starting with another message type): receiving
+        again after the last one would wait for nothing."""
+        self.send(request)
+        batch = bytearray(BATCH_SIZE + 64)  # slack: the walker reads 24 bytes even at a 20-byte DONE
+        room = len(self.buffer)
+        with memoryview(batch) as view:
+            filled = 0
+            while True:
+                start = filled
+                length = self._received(view[start : start + room])
+                filled += length
+                message_type = _HEADER.unpack_from(view, start)[1]
+                maybe_last = (length < SHORT_DATAGRAM or message_type in (NLMSG_ERROR, NLMSG_DONE)
+                              or (length >= 20 and _HEADER.unpack_from(view, filled - 20) == (20, NLMSG_DONE))
+                              or _HEADER.unpack_from(view, filled - 16) == (16, NLMSG_DONE))
+                if maybe_last or filled + room > BATCH_SIZE:
+                    if on_buffer(view, filled):
+                        return
+                    filled = 0
 
     def close(self) -> None:
         self.view.release()
@@ -233,6 +265,8 @@ _STATE_OF = (16).__rrshift__  # key -> kernel state, mapped in C
 _OUTBOUND = bytes([0xFF]) + bytes(255)  # inbound flags (0: none) -> 0xFF where outbound
 _FEW = 6  # distinct keys counted by `str.replace` per column, before the C counter takes the rest
 _LENGTH = struct.Struct("<I")
+LEARN_BYTES = 64 * 1024  # record lengths are first learnt from this much of a buffer
+PIECE_BYTES = 16 * 1024  # see `_pad`
 #: Offsets in a record of inet_diag_msg's idiag_state and the bytes of id.idiag_sport, idiag_dport.
 _FIELDS = (17, 20, 21, 22, 23)
 
@@ -317,7 +351,7 @@ class _Slicer:
             return _control(view, 0, message_type)
         data = view[:length].tobytes()
         if message_length not in self.lengths:
-            self._learn(view, length)
+            self._learn(view, length, LEARN_BYTES)
         if self.lengths:
             done = self._slice(data)
             if done is None and self._learn(view, length):
@@ -326,12 +360,13 @@ class _Slicer:
                 return done
         return self.walker.walk(view, length)
 
-    def _learn(self, view: memoryview, length: int) -> bool:
-        """Add the record lengths of this buffer (multiples of 4, at least a whole inet_diag_msg);
-        True if any was new."""
+    def _learn(self, view: memoryview, length: int, first: int = 1 << 30) -> bool:
+        """Add the record lengths of this buffer's `first` bytes (multiples of 4, at least a whole
+        inet_diag_msg); True if any was new."""
         known = len(self.lengths)
         offset = 0
         data_type = self.data_type
+        length = min(length, first)
         while offset + 16 <= length:
             message_length, message_type = _HEADER.unpack_from(view, offset)
             if message_type != data_type or message_length < RECORD_MIN or message_length % 4:
@@ -345,9 +380,8 @@ class _Slicer:
         header = data[4:12]  # type, flags, sequence number (the port id is not looked at)
         longest = max(self.lengths)
         shorter = sorted(self.lengths - {longest})
-        for record_length in shorter:  # the pattern ends with the sequence number's rare last byte
-            prefix = _LENGTH.pack(record_length) + header
-            data = data.replace(prefix, prefix + bytes(longest - record_length))
+        if shorter:
+            data = _pad(data, header, shorter, longest)
         count = len(data) // longest
         end = count * longest
         if count == 0:
@@ -379,8 +413,13 @@ class _Slicer:
         self._count(*columns)
         if end == len(data):
             return False
-        with memoryview(data) as rest:  # the closing NLMSG_DONE, or what the walker makes of it
-            return self.walker.walk(rest, len(data), end)
+        if len(data) - end < 16:
+            return None
+        message_length, message_type = _HEADER.unpack_from(data, end)
+        if message_type == self.data_type or end + message_length > len(data):
+            return None  # records past the last stride: not proven
+        with memoryview(data) as rest:  # the closing NLMSG_DONE (or an error)
+            return _control(rest, end, message_type)
 
     def _count(self, states: bytes, sport_high: bytes, sport_low: bytes, dport_high: bytes, dport_low: bytes) -> None:
         """Step 4: tally one column of each field, one entry per socket."""
@@ -408,6 +447,30 @@ class _Slicer:
         else:
             keys[0::4], keys[1::4], keys[2::4] = (_masked(column, outbound, count) for column in (dport_high, dport_low, states))
         _fold_text(keys.decode("utf-32-le", "surrogatepass"), self.remote)
+
+
+def _pad(data: bytes, header: bytes, shorter: List[int], longest: int) -> bytes:
+    """Step 1 of `_Slicer`: zeros after the header prefix of every record of a `shorter` length.
+
+    The search for the prefix (which ends with `SEQUENCE`'s rare last byte) is fastest in pieces
+    under 30000 bytes (CPython's default search; past that, each match pays for a two-way set-up),
+    so the batch is cut in ~16 KiB pieces just before a record header; `split` + `join` per piece.
+    A cut that is not a record start only makes the proof fail.
+    """
+    pieces = []
+    start = 0
+    while True:
+        cut = data.find(header, start + PIECE_BYTES) - 4  # the length before type, flags, seq
+        if cut <= start:
+            pieces.append(data[start:])
+            break
+        pieces.append(data[start:cut])
+        start = cut
+    for record_length in shorter:
+        prefix = _LENGTH.pack(record_length) + header
+        padded = prefix + bytes(longest - record_length)
+        pieces = [padded.join(piece.split(prefix)) for piece in pieces]
+    return b"".join(pieces)
 
 
 def _equal_to(value: int) -> bytes:
@@ -478,10 +541,10 @@ def _connections(dumper: Dumper, sieve: _Sieve, legacy: bool) -> _Slicer:
     connection hash table (every namespace's sockets), which costs about as much as what it sends."""
     slicer = _Slicer(TCPDIAG_GETSOCK if legacy else SOCK_DIAG_BY_FAMILY, sieve)
     if legacy:
-        dumper.dump(_legacy_request(CONNECTIONS_MASK), slicer.on_buffer)
+        dumper.dump_batched(_legacy_request(CONNECTIONS_MASK), slicer.on_buffer)
     else:
         for family in (socket.AF_INET, socket.AF_INET6):
-            dumper.dump(_v2_request(family, CONNECTIONS_MASK), slicer.on_buffer)
+            dumper.dump_batched(_v2_request(family, CONNECTIONS_MASK), slicer.on_buffer)
     return slicer
 
 
