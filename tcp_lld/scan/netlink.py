@@ -310,12 +310,13 @@ class _Slicer:
 
     One dump of every state holds records of a few lengths (on 6.x kernels 96 bytes for TIME_WAIT
     and request sockets, 124 for full sockets, which carry attributes), interleaved in hash-table
-    order. No bytecode runs per socket; per buffer:
+    order. No bytecode runs per socket; per buffer (a batch of datagrams, `Dumper.dump_batched`):
 
     1. Regroup. Every record starts with a header whose first 12 bytes only its length tells apart
-       (type, flags and `SEQUENCE` are the dump's). One `bytes.replace` per shorter length inserts
-       zeros right after each such prefix, so that every record takes the longest length. Then
-       every field sits at a fixed stride: a short record's inet_diag_msg just later.
+       (type, flags and `SEQUENCE` are the dump's). Zeros are inserted right after each such
+       prefix of a shorter length (`_pad`: `bytes.split` and `join`), so that every record takes
+       the longest length. Then every field sits at a fixed stride: a short record's
+       inet_diag_msg just later.
     2. Prove it. Each header byte is cut out as one strided `bytes` slice; every record must have
        the dump's header with one of the known lengths, and the records must fill the buffer up
        to its closing message. A header-like pattern inside a payload (a crafted IPv6 address) would
