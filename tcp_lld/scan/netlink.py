@@ -345,18 +345,18 @@ class _Slicer:
         self.states: Tally = {}  # kernel state -> count, sliced records; walked ones in walker.states
         self.walker = _Walker(data_type, sieve)  # for what slicing cannot take
         self.lengths: Set[int] = set()  # record lengths met in this dump
+        self.out = bytearray()  # the regrouped buffer, reused: a fresh one per batch costs page faults
 
     def on_buffer(self, view: memoryview, length: int) -> bool:
         message_length, message_type = _HEADER.unpack_from(view, 0)
         if message_type != self.data_type:
             return _control(view, 0, message_type)
-        data = view[:length].tobytes()
         if message_length not in self.lengths:
             self._learn(view, length, LEARN_BYTES)
         if self.lengths:
-            done = self._slice(data)
+            done = self._slice(view, length)
             if done is None and self._learn(view, length):
-                done = self._slice(data)
+                done = self._slice(view, length)
             if done is not None:
                 return done
         return self.walker.walk(view, length)
@@ -376,14 +376,21 @@ class _Slicer:
             offset += message_length
         return len(self.lengths) > known
 
-    def _slice(self, data: bytes) -> Optional[bool]:
+    def _slice(self, view: memoryview, length: int) -> Optional[bool]:
         """Steps 1 to 4 of the class docstring; None if the buffer fails the proof."""
-        header = data[4:12]  # type, flags, sequence number (the port id is not looked at)
+        header = view[4:12].tobytes()  # type, flags, sequence number (the port id is not looked at)
         longest = max(self.lengths)
         shorter = sorted(self.lengths - {longest})
+        room = length * longest // min(self.lengths) + 64
+        if len(self.out) < room:
+            self.out = bytearray(room)
+        data = self.out
         if shorter:
-            data = _pad(data, header, shorter, longest)
-        count = len(data) // longest
+            size = _pad(view, length, header, shorter, longest, data)
+        else:
+            data[:length] = view[:length]
+            size = length
+        count = size // longest
         end = count * longest
         if count == 0:
             return None
@@ -412,12 +419,12 @@ class _Slicer:
                     merged |= int.from_bytes(data[offset + shift : end + shift : longest], "little") & mask
                 columns.append(merged.to_bytes(count, "little"))
         self._count(*columns)
-        if end == len(data):
+        if end == size:
             return False
-        if len(data) - end < 16:
+        if size - end < 16:
             return None
         message_length, message_type = _HEADER.unpack_from(data, end)
-        if message_type == self.data_type or end + message_length > len(data):
+        if message_type == self.data_type or end + message_length > size:
             return None  # records past the last stride: not proven
         with memoryview(data) as rest:  # the closing NLMSG_DONE (or an error)
             return _control(rest, end, message_type)
@@ -450,28 +457,31 @@ class _Slicer:
         _fold_text(keys.decode("utf-32-le", "surrogatepass"), self.remote)
 
 
-def _pad(data: bytes, header: bytes, shorter: List[int], longest: int) -> bytes:
-    """Step 1 of `_Slicer`: zeros after the header prefix of every record of a `shorter` length.
+def _pad(view: memoryview, length: int, header: bytes, shorter: List[int], longest: int, out: bytearray) -> int:
+    """Step 1 of `_Slicer`: copy `view` into `out` with zeros after the header prefix of every
+    record of a `shorter` length; returns the bytes written.
 
     The search for the prefix (which ends with `SEQUENCE`'s rare last byte) is fastest in pieces
     under 30000 bytes (CPython's default search; past that, each match pays for a two-way set-up),
-    so the batch is cut in ~16 KiB pieces just before a record header; `split` + `join` per piece.
-    A cut that is not a record start only makes the proof fail.
+    so the batch is cut in ~16 KiB pieces just before a record header (found in a short window);
+    `split` + `join` per piece. A cut that is not a record start only makes the proof fail.
     """
-    pieces = []
-    start = 0
-    while True:
-        cut = data.find(header, start + PIECE_BYTES) - 4  # the length before type, flags, seq
-        if cut <= start:
-            pieces.append(data[start:])
-            break
-        pieces.append(data[start:cut])
-        start = cut
-    for record_length in shorter:
-        prefix = _LENGTH.pack(record_length) + header
-        padded = prefix + bytes(longest - record_length)
-        pieces = [padded.join(piece.split(prefix)) for piece in pieces]
-    return b"".join(pieces)
+    replacements = [(_LENGTH.pack(record_length) + header, _LENGTH.pack(record_length) + header + bytes(longest - record_length))
+                    for record_length in shorter]
+    written = start = 0
+    while start < length:
+        stop = length
+        if start + PIECE_BYTES < length:
+            found = view[start + PIECE_BYTES : start + PIECE_BYTES + 2048].tobytes().find(header)
+            if found >= 0:
+                stop = start + PIECE_BYTES + found - 4  # the length before type, flags, sequence
+        piece = view[start:stop].tobytes()
+        for prefix, padded in replacements:
+            piece = padded.join(piece.split(prefix))
+        out[written : written + len(piece)] = piece  # `out` is sized for the worst case
+        written += len(piece)
+        start = stop
+    return written
 
 
 def _equal_to(value: int) -> bytes:

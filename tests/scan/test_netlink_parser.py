@@ -213,10 +213,10 @@ def test_slicing_counts_like_walking_record_by_record(monkeypatch):
     replay(monkeypatch)
     sliced = []
     slice_buffer = netlink._Slicer._slice
-    monkeypatch.setattr(netlink._Slicer, "_slice", lambda self, data: sliced.append(slice_buffer(self, data)) or sliced[-1])
+    monkeypatch.setattr(netlink._Slicer, "_slice", lambda self, *buffer: sliced.append(slice_buffer(self, *buffer)) or sliced[-1])
     columns = netlink.scan(remembered=[4444], ephemeral=EPHEMERAL)
     assert sliced and None not in sliced
-    monkeypatch.setattr(netlink._Slicer, "_slice", lambda self, data: None)
+    monkeypatch.setattr(netlink._Slicer, "_slice", lambda self, *buffer: None)
     walked = netlink.scan(remembered=[4444], ephemeral=EPHEMERAL)
     assert (dict(columns.local), dict(columns.remote), columns.totals) == (dict(walked.local), dict(walked.remote), walked.totals)
     local, remote, totals = truth(remembered=[4444])
