@@ -4,13 +4,20 @@ Run only inside a namespace of its own (``unshare -n``): it changes the namespac
 adds addresses on its ``lo``.  ``python3 benchmarks/population.py --size 100000`` builds one
 population, prints ``ss -s`` and a per-state tally, and keeps it until Enter (or --hold seconds).
 
-Population at size N (everything over loopback, both ends inside the namespace):
+Population at size N, in one of three MIXES (everything over loopback, both ends inside the
+namespace; shares are of all sockets):
   * listeners: 0.0.0.0:P and [::]:P (v6only) for P in LISTEN_PORTS (LISTEN == 2 per port);
-  * ESTABLISHED: ~N/50 pairs (server end on 80/443/3306, client end on an ephemeral port);
-  * CLOSE_WAIT: ~N/200 sockets on port 80 (client shut down its side; the client end stays
-    in FIN_WAIT2 because its fd stays open);
-  * TIME_WAIT: the rest, on the SERVER side (server closes first), so TIME_WAIT counts land on
-    the listening ports: 80 % IPv4, 20 % IPv6; ports 80 (70 %) and 443 (30 %).
+  * web (~90 % TIME_WAIT): ESTABLISHED 8 % (pairs: server end on 80/443/3306, client end on an
+    ephemeral port), CLOSE_WAIT + FIN_WAIT2 1 %, TIME_WAIT the rest on 80 (70 %) and 443 (30 %);
+  * mixed (~70 % TIME_WAIT): ESTABLISHED 25 %, CLOSE_WAIT + FIN_WAIT2 4 %, TIME_WAIT the rest;
+  * database (~90 % ESTABLISHED, few ports): ESTABLISHED 90 % on 5432 and 3306, CLOSE_WAIT +
+    FIN_WAIT2 2 %, TIME_WAIT the rest on 5432.
+  CLOSE_WAIT: the client shut down its side; its end stays in FIN_WAIT2 because its fd stays open.
+  TIME_WAIT is on the SERVER side (server closes first), so it counts on the listening ports;
+  80 % IPv4, 20 % IPv6.
+Kept sockets (ESTABLISHED, CLOSE_WAIT, FIN_WAIT2) need one fd each. RLIMIT_NOFILE's hard limit may
+be low and not raisable (20000 in some containers, no CAP_SYS_RESOURCE), so they are held by
+forked holder processes of HOLDER_PAIRS pairs each, never capped.
 TIME_WAIT lasts 60 s (TCP_TIMEWAIT_LEN, no knob), so ``top_up()`` re-creates the ones that
 expired (call it between timed commands); every 4-tuple is used once, so a new SYN never
 recycles a TIME_WAIT socket.
@@ -26,14 +33,22 @@ import time
 from collections import deque
 
 LISTEN_PORTS = (22, 25, 80, 443, 3306, 5432, 8080)
-TW_PORTS = ((80, 7), (443, 3))        # (port, weight)
+# mix -> ESTABLISHED share, CLOSE_WAIT + FIN_WAIT2 share, ESTABLISHED (family, port, weight),
+#        TIME_WAIT (port, weight), CLOSE_WAIT port
+MIXES = {
+    "web": (0.08, 0.01, ((socket.AF_INET, 80, 45), (socket.AF_INET6, 80, 15), (socket.AF_INET, 443, 25),
+                         (socket.AF_INET, 3306, 15)), ((80, 7), (443, 3)), 80),
+    "mixed": (0.25, 0.04, ((socket.AF_INET, 80, 45), (socket.AF_INET6, 80, 15), (socket.AF_INET, 443, 25),
+                           (socket.AF_INET, 3306, 15)), ((80, 7), (443, 3)), 80),
+    "database": (0.90, 0.02, ((socket.AF_INET, 5432, 60), (socket.AF_INET6, 5432, 10),
+                              (socket.AF_INET, 3306, 30)), ((5432, 1),), 5432),
+}
 EPHEMERAL = (10000, 65535)            # ip_local_port_range set in the namespace
 CLIENT_PORTS = (10000, 65000)         # explicit client ports (inside the ephemeral range)
 V6_CLIENT_ADDRS = 256                 # fd00::1:0..ff on lo
 TW_LIFETIME = 60.0
 BATCH = 2000
-MAX_EST_PAIRS = 6000
-MAX_CLOSE_WAIT = 1000
+HOLDER_PAIRS = 8000                   # kept pairs per holder process (2 fds each)
 
 SYSCTLS = {
     "net/ipv4/tcp_max_tw_buckets": "4000000",
@@ -65,17 +80,14 @@ def setup_namespace():
     batch = "".join("addr add fd00::1:%x/128 dev lo nodad\n" % i for i in range(V6_CLIENT_ADDRS))
     subprocess.run(["ip", "-force", "-batch", "-"], input=batch, text=True, check=False,
                    stderr=subprocess.DEVNULL)
+    global HOLDER_PAIRS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 1 << 20
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    global MAX_EST_PAIRS, MAX_CLOSE_WAIT
     fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    spare = max(0, fds - BATCH - 1000)
-    MAX_EST_PAIRS = min(MAX_EST_PAIRS if fds < want else 1 << 30, spare * 3 // 8)
-    MAX_CLOSE_WAIT = min(MAX_CLOSE_WAIT if fds < want else 1 << 30, spare // 16)
+    HOLDER_PAIRS = max(500, min(1 << 20, fds - BATCH - 1000) // 2)
     # wait for ::1 / fd00:: to be usable
     for _ in range(50):
         try:
@@ -108,8 +120,11 @@ class TupleCursor:
 
 
 class Population:
-    def __init__(self, size, log=None):
+    def __init__(self, size, log=None, mix="web"):
         self.size = size
+        self.mix = mix
+        est_share, cw_share, self.est_plan, self.tw_ports, self.cw_port = MIXES[mix]
+        self.holders = []              # (pid, write end of its pipe): holders of kept sockets
         self.log = log or (lambda *a: None)
         self.listeners = {}            # (family, port) -> socket
         self.keep = []                 # sockets kept open (ESTABLISHED / CLOSE_WAIT ends)
@@ -117,10 +132,8 @@ class Population:
                         socket.AF_INET6: TupleCursor(socket.AF_INET6, 0)}
         # TIME_WAIT creation history: deque of (monotonic time, family, count)
         self.history = deque()
-        # kept sockets need fds: RLIMIT_NOFILE may not be raisable (no CAP_SYS_RESOURCE in some
-        # containers, hard limit 20000 here), so ESTABLISHED/CLOSE_WAIT are capped
-        self.est_pairs = max(5, min(size // 50, MAX_EST_PAIRS))
-        self.cw = max(3, min(size // 200, MAX_CLOSE_WAIT))
+        self.est_pairs = max(5, int(size * est_share) // 2)
+        self.cw = max(3, int(size * cw_share) // 2)
         self.tw_target = max(0, size - 2 * len(LISTEN_PORTS)
                              - 2 * self.est_pairs - 2 * self.cw)
         self.tw_target_family = {
@@ -227,10 +240,10 @@ class Population:
             self.history.append((started, fam, port, k))   # per batch: expiry is per batch
 
     def _tw_plan(self, fam, total):
-        wsum = sum(w for _, w in TW_PORTS)
+        wsum = sum(w for _, w in self.tw_ports)
         out, left = [], total
-        for i, (port, w) in enumerate(TW_PORTS):
-            k = left if i == len(TW_PORTS) - 1 else total * w // wsum
+        for i, (port, w) in enumerate(self.tw_ports):
+            k = left if i == len(self.tw_ports) - 1 else total * w // wsum
             out.append((port, k))
             left -= k
         return out
@@ -301,17 +314,65 @@ class Population:
         self.cursors = {socket.AF_INET: TupleCursor(socket.AF_INET, (workers + 1) * v4_span),
                         socket.AF_INET6: TupleCursor(socket.AF_INET6, (workers + 1) * v6_span)}
 
+    def _hold(self, jobs):
+        """Fork one holder process that makes `jobs` ((kind, family, port, pairs), kind
+        "established" or "close_wait") and keeps their sockets open until `close()`."""
+        r, w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(w)
+                os.close(ready_r)
+                for _, other in self.holders:
+                    os.close(other)
+                for kind, fam, port, n in jobs:
+                    getattr(self, "make_" + kind)(fam, port, n)
+                os.write(ready_w, b"ok")
+                os.read(r, 1)              # EOF when the parent closes (or dies)
+            except BaseException as e:  # noqa: BLE001
+                os.write(2, ("population holder: %r\n" % (e,)).encode())
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(r)
+        os.close(ready_w)
+        for _, fam, _, n in jobs:           # the holder used these tuples: never again
+            self.cursors[fam].i += n
+        ok = os.read(ready_r, 2) == b"ok"
+        os.close(ready_r)
+        self.holders.append((pid, w))
+        if not ok:
+            raise RuntimeError("a population holder failed")
+
+    def _kept(self):
+        """ESTABLISHED and CLOSE_WAIT pairs of this mix, split among holders of HOLDER_PAIRS."""
+        e, wsum = self.est_pairs, sum(w for _, _, w in self.est_plan)
+        plan, left = [], e
+        for i, (fam, port, w) in enumerate(self.est_plan):
+            k = left if i == len(self.est_plan) - 1 else e * w // wsum
+            plan.append(("established", fam, port, k))
+            left -= k
+        plan.append(("close_wait", socket.AF_INET, self.cw_port, self.cw - self.cw // 4))
+        plan.append(("close_wait", socket.AF_INET6, self.cw_port, self.cw // 4))
+        jobs, room = [], HOLDER_PAIRS
+        for kind, fam, port, k in plan:
+            while k > 0:
+                take = min(k, room)
+                jobs.append((kind, fam, port, take))
+                k -= take
+                room -= take
+                if room == 0:
+                    self._hold(jobs)
+                    jobs, room = [], HOLDER_PAIRS
+        if jobs:
+            self._hold(jobs)
+
     def build(self, workers=None):
         t0 = time.monotonic()
         self.listen()
-        e = self.est_pairs
-        # ESTABLISHED pairs: 60 % port 80 (v4/v6), 25 % 443, 15 % 3306 (an "outbound" service)
-        for fam, port, k in ((socket.AF_INET, 80, e * 45 // 100), (socket.AF_INET6, 80, e * 15 // 100),
-                             (socket.AF_INET, 443, e * 25 // 100),
-                             (socket.AF_INET, 3306, e - e * 45 // 100 - e * 15 // 100 - e * 25 // 100)):
-            self.make_established(fam, port, k)
-        self.make_close_wait(socket.AF_INET, 80, self.cw - self.cw // 4)
-        self.make_close_wait(socket.AF_INET6, 80, self.cw // 4)
+        self._kept()
         plan = [(fam, port, k) for fam in (socket.AF_INET, socket.AF_INET6)
                 for port, k in self._tw_plan(fam, self.tw_target_family[fam])]
         if workers is None:
@@ -350,7 +411,10 @@ class Population:
             s.close()
         for s in self.listeners.values():
             s.close()
-        self.keep, self.listeners = [], {}
+        for pid, w in self.holders:
+            os.close(w)
+            os.waitpid(pid, 0)
+        self.keep, self.listeners, self.holders = [], {}, []
 
 
 def state_tally():
@@ -367,6 +431,7 @@ def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=10000)
+    ap.add_argument("--mix", choices=sorted(MIXES), default="web")
     ap.add_argument("--hold", type=float, default=None, help="seconds to keep it (default: until Enter)")
     a = ap.parse_args(argv)
     if not in_private_netns() and os.environ.get("TCP_LLD_BENCH_NETNS") != "1":
@@ -374,7 +439,7 @@ def main(argv=None):
         os.execvp("unshare", ["unshare", "-n", sys.executable, os.path.abspath(__file__)]
                   + (argv if argv is not None else sys.argv[1:]))
     setup_namespace()
-    pop = Population(a.size)
+    pop = Population(a.size, mix=a.mix)
     secs = pop.build()
     print("built %d sockets in %.2f s" % (a.size, secs))
     subprocess.run(["ss", "-s"])
@@ -386,6 +451,7 @@ def main(argv=None):
             pass
     else:
         time.sleep(a.hold)
+    pop.close()
 
 
 if __name__ == "__main__":

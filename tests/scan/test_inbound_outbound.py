@@ -177,11 +177,11 @@ def test_a_real_datagram_larger_than_the_buffer_is_refused(sockets):
         sockets.connect(server)
     dumper = netlink.Dumper()
     walker = netlink._Walker(netlink.TCPDIAG_GETSOCK, netlink._Sieve((65536, 65536), set()))
-    dumper.dump(netlink._legacy_request(netlink.OTHER_MASK), walker.walk)
+    dumper.dump(netlink._legacy_request(netlink.CONNECTIONS_MASK), walker.walk)
     assert sum(walker.states.values()) == 400
     dumper.view.release()
     dumper.buffer = bytearray(1024)
     dumper.view = memoryview(dumper.buffer)
     with pytest.raises(ScanError, match="did not fit the 1024-byte buffer"):
-        dumper.dump(netlink._legacy_request(netlink.OTHER_MASK), walker.walk)
+        dumper.dump(netlink._legacy_request(netlink.CONNECTIONS_MASK), walker.walk)
     dumper.close()

@@ -70,9 +70,8 @@ def test_replayed_dumps_count_every_socket_exactly(monkeypatch, legacy):
 def test_the_capture_spans_several_datagrams_per_dump():
     """Otherwise the tests above would not prove that buffers are stitched correctly."""
     world = recording.load(FIXTURES / "world")
-    for states in (netlink.TIME_WAIT_MASK, netlink.OTHER_MASK):
-        chunks = world[request_named(world, f"legacy-states-{states:04x}.bin")]
-        assert len(chunks) >= 3 and sum(length for length, _ in chunks) > 32 * 1024
+    chunks = world[request_named(world, f"legacy-states-{netlink.CONNECTIONS_MASK:04x}.bin")]
+    assert len(chunks) >= 3 and sum(length for length, _ in chunks) > 32 * 1024
 
 
 def test_clients_from_high_source_ports_count_inbound_only(monkeypatch):
@@ -146,9 +145,7 @@ def test_a_legacy_dump_cut_short_falls_back_to_per_family_dumps(monkeypatch):
     local, remote, totals = truth()
     assert (dict(result.local), dict(result.remote), result.totals) == (local, remote, totals)
     names = [recording.name_of(request) for request in replayer.requests]
-    assert names[2:4] == ["legacy-states-0040.bin", "legacy-states-1bbe.bin"]
-    assert names[4:] == ["v2-inet-states-0040.bin", "v2-inet-states-1bbe.bin",
-                         "v2-inet6-states-0040.bin", "v2-inet6-states-1bbe.bin"]
+    assert names[2:] == ["legacy-states-1bfe.bin", "v2-inet-states-1bfe.bin", "v2-inet6-states-1bfe.bin"]
 
 
 def test_a_dump_cut_short_is_an_error_not_a_partial_count(monkeypatch):
@@ -195,10 +192,10 @@ def test_an_old_kernel_done_without_payload_ends_the_dump(monkeypatch):
     assert {l.family for l in result.listeners} == {4}
 
 
-def test_time_wait_records_of_mixed_headers_are_walked_not_sliced(monkeypatch):
-    """The slicer takes a buffer only if every record header is alike; else it walks it."""
+def test_records_of_mixed_headers_count_the_same(monkeypatch):
+    """A header that differs (flags) makes a buffer non-uniform: gathered, it counts the same."""
     def mixed(world):
-        request = request_named(world, "legacy-states-0040.bin")
+        request = request_named(world, "legacy-states-1bfe.bin")
         length, data = world[request][0]
         stride = (struct.unpack_from("<I", data, 0)[0] + 3) & ~3
         data = bytearray(data)
@@ -208,6 +205,60 @@ def test_time_wait_records_of_mixed_headers_are_walked_not_sliced(monkeypatch):
     result = netlink.scan()
     local, remote, totals = truth()
     assert (dict(result.local), dict(result.remote), result.totals) == (local, remote, totals)
+
+
+def test_slicing_counts_like_walking_record_by_record(monkeypatch):
+    """The capture mixes TIME_WAIT and full-socket records in the same datagrams: the columns
+    (`_Slicer`) must give what the per-record walker gives, and must be what ran."""
+    replay(monkeypatch)
+    sliced = []
+    slice_buffer = netlink._Slicer._slice
+    monkeypatch.setattr(netlink._Slicer, "_slice", lambda self, *buffer: sliced.append(slice_buffer(self, *buffer)) or sliced[-1])
+    columns = netlink.scan(remembered=[4444], ephemeral=EPHEMERAL)
+    assert sliced and None not in sliced
+    monkeypatch.setattr(netlink._Slicer, "_slice", lambda self, *buffer: None)
+    walked = netlink.scan(remembered=[4444], ephemeral=EPHEMERAL)
+    assert (dict(columns.local), dict(columns.remote), columns.totals) == (dict(walked.local), dict(walked.remote), walked.totals)
+    local, remote, totals = truth(remembered=[4444])
+    assert dict(columns.remote) == remote and columns.totals == totals
+
+
+def test_a_record_header_inside_a_payload_is_walked_not_miscounted(monkeypatch):
+    """A peer picks its IPv6 address: written as a short record's header prefix into a full
+    record's destination address, it must not shift the columns (the buffer is walked instead)."""
+    def forged(world):
+        request = request_named(world, "legacy-states-1bfe.bin")
+        chunks = list(world[request])
+        for index, (length, data) in enumerate(chunks):
+            lengths, offset = set(), 0
+            while offset < length:
+                message_length, message_type = struct.unpack_from("<IH", data, offset)
+                if message_type != netlink.TCPDIAG_GETSOCK:
+                    break
+                lengths.add(message_length)
+                offset += message_length
+            if len(lengths) > 1:
+                break
+        else:
+            pytest.fail("no datagram with records of two lengths in the capture")
+        short, long = min(lengths), max(lengths)
+        data = bytearray(data)
+        offset = 0
+        while struct.unpack_from("<I", data, offset)[0] != long:
+            offset += struct.unpack_from("<I", data, offset)[0]
+        prefix = struct.pack("<I", short) + bytes(data[4:12])
+        data[offset + 40 : offset + 52] = prefix  # inside id.idiag_dst
+        chunks[index] = (length, bytes(data))
+        world[request] = chunks
+    replay(monkeypatch, edit=forged)
+    walked = []
+    walk = netlink._Walker.walk
+    monkeypatch.setattr(netlink._Walker, "walk", lambda self, view, length, offset=0:
+                        walked.append((length, offset)) or walk(self, view, length, offset))
+    result = netlink.scan()
+    local, remote, totals = truth()
+    assert (dict(result.local), dict(result.remote), result.totals) == (local, remote, totals)
+    assert any(length > 1000 and offset == 0 for length, offset in walked)  # the forged datagram, whole
 
 
 def test_big_endian_hosts_are_refused(monkeypatch):
