@@ -1,4 +1,5 @@
-"""The template in a real Zabbix 6.0 server, fed by real agents, checked against real sockets.
+"""The template in real Zabbix servers (6.0 and 7.0 LTS, see conftest.py), fed by real agents,
+checked against real sockets.
 
 The test makes its own sockets in the host's network namespace on loopback (the agents run there):
   port 80    : N_EST accepted ESTABLISHED connections + N_QUEUED never accept()ed (accept queue)
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.root  # runs a real Zabbix server, its database and age
 
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-WEB = os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080")
 HOSTS = {  # host name -> agent kind (conftest.py starts one agent of each kind)
     "tcp-lld-agentd": "zabbix_agentd",
     "tcp-lld-agent2": "zabbix_agent2",
@@ -119,14 +119,14 @@ def scene():
         lab.close()
 
 
-@pytest.fixture(scope="module")
-def deployment(api, scene, agent_ports, say):
-    """Template imported, one host per agent, discovery and the first values collected."""
-    t0 = time.monotonic()
-    files = sorted(glob.glob(os.path.join(REPO, "template", "*.yaml")))
-    assert files, "no template/*.yaml"
-    rules = {
-        "groups": {"createMissing": True},
+def import_rules(api_version) -> dict:
+    """configuration.import rules for the template file. Zabbix 6.2 split the one `groups` rule
+    into `host_groups` and `template_groups` (7.0 refuses `groups`); 7.0 converts the file's 6.0
+    format on import itself."""
+    groups = ({"groups": {"createMissing": True}} if api_version < 6.2 else
+              {"host_groups": {"createMissing": True}, "template_groups": {"createMissing": True}})
+    return {
+        **groups,
         "templates": {"createMissing": True, "updateExisting": True},
         "items": {"createMissing": True, "updateExisting": True, "deleteMissing": True},
         "discoveryRules": {"createMissing": True, "updateExisting": True, "deleteMissing": True},
@@ -137,6 +137,15 @@ def deployment(api, scene, agent_ports, say):
         "templateDashboards": {"createMissing": True, "updateExisting": True},
         "httptests": {"createMissing": True, "updateExisting": True},
     }
+
+
+@pytest.fixture(scope="module")
+def deployment(api, scene, agent_ports, say):
+    """Template imported, one host per agent, discovery and the first values collected."""
+    t0 = time.monotonic()
+    files = sorted(glob.glob(os.path.join(REPO, "template", "*.yaml")))
+    assert files, "no template/*.yaml"
+    rules = import_rules(api.version)
     for path in files:
         with open(path) as fh:
             assert api.configuration.import_(format="yaml", source=fh.read(), rules=rules) is True, path
@@ -380,9 +389,11 @@ def test_listener_gone_fires_on_both_hosts(api, deployment):
         lab.close()
 
 
-def test_frontend_shows_the_items(api, deployment, capsys):
+def test_frontend_shows_the_items(api, deployment, zabbix_stack, capsys):
     """Log in through the form like a person, screenshot Latest data and the per-port graph."""
     from screens import Browser
+
+    web = zabbix_stack.web
 
     target = os.path.join(REPO, "docs") if os.environ.get("TCP_LLD_SCREENSHOTS") == "1" else tempfile.mkdtemp(prefix="tcp-lld-shots-")
     hostid = deployment["hosts"]["tcp-lld-agentd"]
@@ -390,8 +401,8 @@ def test_frontend_shows_the_items(api, deployment, capsys):
     graph = next((g for g in graphs if g["name"].startswith("Port 80") and "connections by state" in g["name"]), None)
     assert graph, f"no per-port graph for port 80: {graphs}"
     with Browser() as browser:
-        browser.login(WEB, "Admin", "zabbix")
-        latest = browser.latest_data(WEB, hostid, os.path.join(target, "latest-data.png"), name="port 80 (")
+        browser.login(web, "Admin", "zabbix")
+        latest = browser.latest_data(web, hostid, os.path.join(target, "latest-data.png"), name="port 80 (")
         assert "Port 80" in latest and "ESTABLISHED" in latest, latest[:2000]
         assert "tcp-lld-agentd" in latest
         assert "Zabbix server" not in latest, "the Latest data filter did not apply"
@@ -403,7 +414,7 @@ def test_frontend_shows_the_items(api, deployment, capsys):
         pattern = "port 80 (http"
         expected = [g["name"] for g in api.graph.get(hostids=hostid, output=["name"]) if pattern in g["name"].lower()]
         assert len(expected) >= 2, expected
-        page = browser.graph(WEB, hostid, pattern, os.path.join(target, "port-graph.png"))
+        page = browser.graph(web, hostid, pattern, os.path.join(target, "port-graph.png"))
         assert f"Displaying {len(expected)} of {len(expected)} found" in page, (expected, page[-500:])
     with capsys.disabled():
         print(f"\nscreenshots in {target}: latest-data.png, port-graph.png")
