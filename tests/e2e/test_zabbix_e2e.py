@@ -227,6 +227,72 @@ def test_template_has_the_contract_keys(api, deployment):
     assert {"tcp.port.discovery", "tcp.port.discovery.outbound"} <= rules
 
 
+def template_objects_in_file(path: str) -> dict:
+    """How many of each object the template file defines (what any server must end up with)."""
+    import yaml
+
+    with open(path) as fh:
+        export = yaml.safe_load(fh)["zabbix_export"]
+    (template,) = export["templates"]
+    rules = template.get("discovery_rules", [])
+    prototypes = [p for r in rules for p in r.get("item_prototypes", [])]
+    return {
+        "items": len(template.get("items", [])),
+        "triggers": len(export.get("triggers", [])) + sum(len(i.get("triggers", [])) for i in template.get("items", [])),
+        "graphs": len(export.get("graphs", [])),
+        "discovery rules": len(rules),
+        "item prototypes": len(prototypes),
+        "trigger prototypes": sum(len(r.get("trigger_prototypes", [])) for r in rules)
+        + sum(len(p.get("trigger_prototypes", [])) for p in prototypes),
+        "graph prototypes": sum(len(r.get("graph_prototypes", [])) for r in rules),
+        "macros": len(template.get("macros", [])),
+        "value maps": len(template.get("valuemaps", [])),
+        "dashboards": len(template.get("dashboards", [])),
+    }
+
+
+def test_import_keeps_every_object(api, deployment):
+    """The one file, imported as it is (7.0 converts the 6.0 format itself), leaves every object of
+    the file in the server: nothing dropped or duplicated by a conversion."""
+    (path,) = glob.glob(os.path.join(REPO, "template", "*.yaml"))
+    templateid = deployment["templateid"]
+    (template,) = api.template.get(templateids=templateid, output=["templateid"], selectMacros=["macro"],
+                                   selectValueMaps=["name"], selectDashboards="count")
+    ids = {"templateids": templateid}
+    in_server = {
+        "items": len(api.item.get(**ids, output=["itemid"])),
+        "triggers": len(api.trigger.get(**ids, output=["triggerid"])),
+        "graphs": len(api.graph.get(**ids, output=["graphid"])),
+        "discovery rules": len(api.discoveryrule.get(**ids, output=["itemid"])),
+        "item prototypes": len(api.itemprototype.get(**ids, output=["itemid"])),
+        "trigger prototypes": len(api.triggerprototype.get(**ids, output=["triggerid"])),
+        "graph prototypes": len(api.graphprototype.get(**ids, output=["graphid"])),
+        "macros": len(template["macros"]),
+        "value maps": len(template["valuemaps"]),
+        "dashboards": int(template["dashboards"]),
+    }
+    assert in_server == template_objects_in_file(path)
+
+
+def test_7_0_converts_as_the_template_readme_says(api, deployment, zabbix_stack):
+    """template/README.md, "After importing into Zabbix 7.0": the 6.0 lost-resources period
+    becomes "Delete lost resources" after 7d, "Disable lost resources" is Never, the template lands
+    in the template group Templates/Applications, and no item gets a timeout of its own."""
+    if zabbix_stack.version == "6.0":
+        pytest.skip("a 7.0 conversion: nothing to convert on 6.0")
+    templateid = deployment["templateid"]
+    rules = api.discoveryrule.get(templateids=templateid, output=["key_", "lifetime", "lifetime_type",
+                                                                  "enabled_lifetime_type", "timeout"])
+    # lifetime_type 0: delete after `lifetime`; enabled_lifetime_type 1: never disable
+    assert {r["key_"]: (r["lifetime"], r["lifetime_type"], r["enabled_lifetime_type"], r["timeout"]) for r in rules} \
+        == {key: ("7d", "0", "1", "") for key in ("tcp.port.discovery", "tcp.port.discovery.outbound")}
+    (template,) = api.template.get(templateids=templateid, output=["templateid"], selectTemplateGroups=["name"])
+    assert [g["name"] for g in template["templategroups"]] == ["Templates/Applications"]
+    timeouts = {i["key_"]: i["timeout"] for i in api.item.get(templateids=templateid, output=["key_", "timeout"])
+                if i["timeout"] not in ("", "0")}
+    assert not timeouts, timeouts
+
+
 @pytest.mark.parametrize("host", sorted(HOSTS))
 def test_every_discovered_port_has_its_items(api, deployment, host):
     hostid = deployment["hosts"][host]
@@ -395,7 +461,9 @@ def test_frontend_shows_the_items(api, deployment, zabbix_stack, capsys):
 
     web = zabbix_stack.web
 
-    target = os.path.join(REPO, "docs") if os.environ.get("TCP_LLD_SCREENSHOTS") == "1" else tempfile.mkdtemp(prefix="tcp-lld-shots-")
+    # docs/ keeps the 6.0 frontend's pictures; 7.0's go to a temporary directory like any run's
+    to_docs = os.environ.get("TCP_LLD_SCREENSHOTS") == "1" and zabbix_stack.version == "6.0"
+    target = os.path.join(REPO, "docs") if to_docs else tempfile.mkdtemp(prefix=f"tcp-lld-shots-{zabbix_stack.version}-")
     hostid = deployment["hosts"]["tcp-lld-agentd"]
     graphs = api.graph.get(hostids=hostid, output=["graphid", "name"], search={"name": "Port 80"})
     graph = next((g for g in graphs if g["name"].startswith("Port 80") and "connections by state" in g["name"]), None)
