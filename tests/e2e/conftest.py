@@ -1,5 +1,13 @@
-"""End-to-end: a real Zabbix 6.0 stack (scripts/zabbix-stack) on loopback, the template imported
-through the API, hosts polled through a zabbix_agentd and a zabbix_agent2 of the test's own."""
+"""End-to-end: real Zabbix servers on loopback, 6.0 (scripts/zabbix-stack) and 7.0 LTS
+(scripts/zabbix70-stack), the same template file imported into each through the API, hosts polled
+through a zabbix_agentd and a zabbix_agent2 of the test's own (Debian 12's 6.0 agents: a 7.0
+server polls them as it polls its own).
+
+Every e2e test runs once per server: `zabbix_stack` is a session fixture parametrized by server
+version, so pytest runs all tests on 6.0, stops what it started, then all on 7.0. Choose with
+TCP_LLD_E2E_SERVERS (default "6.0,7.0"; e.g. "7.0" for one of them)."""
+
+from dataclasses import dataclass
 
 import os
 import pwd
@@ -18,8 +26,29 @@ sys.path.insert(0, os.path.join(REPO, "tests", "agent"))  # socketlab
 
 from socketlab import free_ports  # noqa: E402
 
-API_URL = os.environ.get("ZBX_STACK_URL", "http://127.0.0.1:8080/api_jsonrpc.php")
-STACK = os.path.join(REPO, "scripts", "zabbix-stack")
+
+
+@dataclass(frozen=True)
+class Server:
+    """One Zabbix server of the e2e: its version, the script that runs it, its frontend."""
+
+    version: str
+    stack: str  # scripts/zabbix-stack or scripts/zabbix70-stack
+    web: str  # the frontend's base URL
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.web}/api_jsonrpc.php"
+
+
+SERVERS = {
+    "6.0": Server("6.0", os.path.join(REPO, "scripts", "zabbix-stack"),
+                  os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080")),
+    "7.0": Server("7.0", os.path.join(REPO, "scripts", "zabbix70-stack"),
+                  os.environ.get("ZBX70_STACK_WEB", "http://127.0.0.1:8081")),
+}
+E2E_SERVERS = [v.strip() for v in os.environ.get("TCP_LLD_E2E_SERVERS", "6.0,7.0").split(",") if v.strip()]
+assert set(E2E_SERVERS) <= set(SERVERS), f"TCP_LLD_E2E_SERVERS: unknown {set(E2E_SERVERS) - set(SERVERS)}"
 PREFIX = os.environ.get("TCP_LLD_PREFIX", "/opt/tcp-lld")
 AGENTS = {  # kind -> (binary, its directory in agent_conf/)
     "zabbix_agentd": ("/usr/sbin/zabbix_agentd", "zabbix_agentd.d"),
@@ -39,8 +68,8 @@ E2E_COMMAND_LINES = {
 }
 
 
-def _stack(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", STACK, *args], capture_output=True, text=True, check=False,
+def _stack(server: Server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", server.stack, *args], capture_output=True, text=True, check=False,
                           timeout=600)
 
 
@@ -60,18 +89,21 @@ def say(pytestconfig):
     return lambda text: _say(pytestconfig, text)
 
 
-@pytest.fixture(scope="session")
-def zabbix_stack(pytestconfig):
-    """The stack, started for this session (and stopped after it, unless it was already up)."""
-    was_running = _stack("status").returncode == 0
+@pytest.fixture(scope="session", params=E2E_SERVERS, ids=lambda version: f"zabbix{version}")
+def zabbix_stack(request, pytestconfig) -> Server:
+    """One server's stack, started for the tests of that version (and stopped after them, unless
+    it was already up)."""
+    server = SERVERS[request.param]
+    script = os.path.relpath(server.stack, REPO)
+    was_running = _stack(server, "status").returncode == 0
     t0 = time.monotonic()
-    started = _stack("start")
+    started = _stack(server, "start")
     if started.returncode != 0:
-        pytest.fail(f"scripts/zabbix-stack start failed:\n{started.stdout}\n{started.stderr}")
-    _say(pytestconfig, f"\nzabbix-stack start took {time.monotonic() - t0:.1f} s:\n{started.stderr.rstrip()}")
-    yield
+        pytest.fail(f"{script} start failed:\n{started.stdout}\n{started.stderr}")
+    _say(pytestconfig, f"\n{script} start took {time.monotonic() - t0:.1f} s:\n{started.stderr.rstrip()}")
+    yield server
     if not was_running:
-        stopped = _stack("stop")
+        stopped = _stack(server, "stop")
         _say(pytestconfig, stopped.stderr.rstrip())
 
 
@@ -82,11 +114,11 @@ def api(zabbix_stack):
     deadline = time.monotonic() + 60
     while True:
         try:
-            zapi = ZabbixAPI(url=API_URL, user="Admin", password="zabbix")
+            zapi = ZabbixAPI(url=zabbix_stack.api_url, user="Admin", password="zabbix")
             break
         except Exception as error:  # the frontend may still be warming up
             if time.monotonic() > deadline:
-                pytest.fail(f"cannot log in to the Zabbix API at {API_URL}: {error}")
+                pytest.fail(f"cannot log in to the Zabbix API at {zabbix_stack.api_url}: {error}")
             time.sleep(2)
     yield zapi
     try:
@@ -126,9 +158,10 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: str, timeout: float 
 
 
 @pytest.fixture(scope="session")
-def agent_ports(zabbix_stack):
+def agent_ports():
     """kind -> port of a zabbix_agentd and a zabbix_agent2 started for this session as user
-    `zabbix` on free loopback ports with e2e_userparameters(); stopped by PID afterwards.
+    `zabbix` on free loopback ports with e2e_userparameters(); stopped by PID afterwards. The
+    same two agents serve every server of the session (their Server=127.0.0.1 admits each).
     (The stack's own agents on 10050/10060 include the installed file, which the e2e may not
     change: see E2E_COMMAND_LINES.)"""
     if not os.access(os.path.join(PREFIX, "bin", "tcp-lld"), os.X_OK):

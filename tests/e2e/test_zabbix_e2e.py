@@ -1,4 +1,5 @@
-"""The template in a real Zabbix 6.0 server, fed by real agents, checked against real sockets.
+"""The template in real Zabbix servers (6.0 and 7.0 LTS, see conftest.py), fed by real agents,
+checked against real sockets.
 
 The test makes its own sockets in the host's network namespace on loopback (the agents run there):
   port 80    : N_EST accepted ESTABLISHED connections + N_QUEUED never accept()ed (accept queue)
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.root  # runs a real Zabbix server, its database and age
 
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-WEB = os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080")
 HOSTS = {  # host name -> agent kind (conftest.py starts one agent of each kind)
     "tcp-lld-agentd": "zabbix_agentd",
     "tcp-lld-agent2": "zabbix_agent2",
@@ -119,14 +119,14 @@ def scene():
         lab.close()
 
 
-@pytest.fixture(scope="module")
-def deployment(api, scene, agent_ports, say):
-    """Template imported, one host per agent, discovery and the first values collected."""
-    t0 = time.monotonic()
-    files = sorted(glob.glob(os.path.join(REPO, "template", "*.yaml")))
-    assert files, "no template/*.yaml"
-    rules = {
-        "groups": {"createMissing": True},
+def import_rules(api_version) -> dict:
+    """configuration.import rules for the template file. Zabbix 6.2 split the one `groups` rule
+    into `host_groups` and `template_groups` (7.0 refuses `groups`); 7.0 converts the file's 6.0
+    format on import itself."""
+    groups = ({"groups": {"createMissing": True}} if api_version < 6.2 else
+              {"host_groups": {"createMissing": True}, "template_groups": {"createMissing": True}})
+    return {
+        **groups,
         "templates": {"createMissing": True, "updateExisting": True},
         "items": {"createMissing": True, "updateExisting": True, "deleteMissing": True},
         "discoveryRules": {"createMissing": True, "updateExisting": True, "deleteMissing": True},
@@ -137,6 +137,15 @@ def deployment(api, scene, agent_ports, say):
         "templateDashboards": {"createMissing": True, "updateExisting": True},
         "httptests": {"createMissing": True, "updateExisting": True},
     }
+
+
+@pytest.fixture(scope="module")
+def deployment(api, scene, agent_ports, say):
+    """Template imported, one host per agent, discovery and the first values collected."""
+    t0 = time.monotonic()
+    files = sorted(glob.glob(os.path.join(REPO, "template", "*.yaml")))
+    assert files, "no template/*.yaml"
+    rules = import_rules(api.version)
     for path in files:
         with open(path) as fh:
             assert api.configuration.import_(format="yaml", source=fh.read(), rules=rules) is True, path
@@ -216,6 +225,72 @@ def test_template_has_the_contract_keys(api, deployment):
     assert "tcp.port.stats" in items
     rules = {r["key_"] for r in api.discoveryrule.get(templateids=deployment["templateid"], output=["key_"])}
     assert {"tcp.port.discovery", "tcp.port.discovery.outbound"} <= rules
+
+
+def template_objects_in_file(path: str) -> dict:
+    """How many of each object the template file defines (what any server must end up with)."""
+    import yaml
+
+    with open(path) as fh:
+        export = yaml.safe_load(fh)["zabbix_export"]
+    (template,) = export["templates"]
+    rules = template.get("discovery_rules", [])
+    prototypes = [p for r in rules for p in r.get("item_prototypes", [])]
+    return {
+        "items": len(template.get("items", [])),
+        "triggers": len(export.get("triggers", [])) + sum(len(i.get("triggers", [])) for i in template.get("items", [])),
+        "graphs": len(export.get("graphs", [])),
+        "discovery rules": len(rules),
+        "item prototypes": len(prototypes),
+        "trigger prototypes": sum(len(r.get("trigger_prototypes", [])) for r in rules)
+        + sum(len(p.get("trigger_prototypes", [])) for p in prototypes),
+        "graph prototypes": sum(len(r.get("graph_prototypes", [])) for r in rules),
+        "macros": len(template.get("macros", [])),
+        "value maps": len(template.get("valuemaps", [])),
+        "dashboards": len(template.get("dashboards", [])),
+    }
+
+
+def test_import_keeps_every_object(api, deployment):
+    """The one file, imported as it is (7.0 converts the 6.0 format itself), leaves every object of
+    the file in the server: nothing dropped or duplicated by a conversion."""
+    (path,) = glob.glob(os.path.join(REPO, "template", "*.yaml"))
+    templateid = deployment["templateid"]
+    (template,) = api.template.get(templateids=templateid, output=["templateid"], selectMacros=["macro"],
+                                   selectValueMaps=["name"], selectDashboards="count")
+    ids = {"templateids": templateid}
+    in_server = {
+        "items": len(api.item.get(**ids, output=["itemid"])),
+        "triggers": len(api.trigger.get(**ids, output=["triggerid"])),
+        "graphs": len(api.graph.get(**ids, output=["graphid"])),
+        "discovery rules": len(api.discoveryrule.get(**ids, output=["itemid"])),
+        "item prototypes": len(api.itemprototype.get(**ids, output=["itemid"])),
+        "trigger prototypes": len(api.triggerprototype.get(**ids, output=["triggerid"])),
+        "graph prototypes": len(api.graphprototype.get(**ids, output=["graphid"])),
+        "macros": len(template["macros"]),
+        "value maps": len(template["valuemaps"]),
+        "dashboards": int(template["dashboards"]),
+    }
+    assert in_server == template_objects_in_file(path)
+
+
+def test_7_0_converts_as_the_template_readme_says(api, deployment, zabbix_stack):
+    """template/README.md, "After importing into Zabbix 7.0": the 6.0 lost-resources period
+    becomes "Delete lost resources" after 7d, "Disable lost resources" is Never, the template lands
+    in the template group Templates/Applications, and no item gets a timeout of its own."""
+    if zabbix_stack.version == "6.0":
+        pytest.skip("a 7.0 conversion: nothing to convert on 6.0")
+    templateid = deployment["templateid"]
+    rules = api.discoveryrule.get(templateids=templateid, output=["key_", "lifetime", "lifetime_type",
+                                                                  "enabled_lifetime_type", "timeout"])
+    # lifetime_type 0: delete after `lifetime`; enabled_lifetime_type 1: never disable
+    assert {r["key_"]: (r["lifetime"], r["lifetime_type"], r["enabled_lifetime_type"], r["timeout"]) for r in rules} \
+        == {key: ("7d", "0", "1", "") for key in ("tcp.port.discovery", "tcp.port.discovery.outbound")}
+    (template,) = api.template.get(templateids=templateid, output=["templateid"], selectTemplateGroups=["name"])
+    assert [g["name"] for g in template["templategroups"]] == ["Templates/Applications"]
+    timeouts = {i["key_"]: i["timeout"] for i in api.item.get(templateids=templateid, output=["key_", "timeout"])
+                if i["timeout"] not in ("", "0")}
+    assert not timeouts, timeouts
 
 
 @pytest.mark.parametrize("host", sorted(HOSTS))
@@ -380,18 +455,22 @@ def test_listener_gone_fires_on_both_hosts(api, deployment):
         lab.close()
 
 
-def test_frontend_shows_the_items(api, deployment, capsys):
+def test_frontend_shows_the_items(api, deployment, zabbix_stack, capsys):
     """Log in through the form like a person, screenshot Latest data and the per-port graph."""
     from screens import Browser
 
-    target = os.path.join(REPO, "docs") if os.environ.get("TCP_LLD_SCREENSHOTS") == "1" else tempfile.mkdtemp(prefix="tcp-lld-shots-")
+    web = zabbix_stack.web
+
+    # docs/ keeps the 6.0 frontend's pictures; 7.0's go to a temporary directory like any run's
+    to_docs = os.environ.get("TCP_LLD_SCREENSHOTS") == "1" and zabbix_stack.version == "6.0"
+    target = os.path.join(REPO, "docs") if to_docs else tempfile.mkdtemp(prefix=f"tcp-lld-shots-{zabbix_stack.version}-")
     hostid = deployment["hosts"]["tcp-lld-agentd"]
     graphs = api.graph.get(hostids=hostid, output=["graphid", "name"], search={"name": "Port 80"})
     graph = next((g for g in graphs if g["name"].startswith("Port 80") and "connections by state" in g["name"]), None)
     assert graph, f"no per-port graph for port 80: {graphs}"
     with Browser() as browser:
-        browser.login(WEB, "Admin", "zabbix")
-        latest = browser.latest_data(WEB, hostid, os.path.join(target, "latest-data.png"), name="port 80 (")
+        browser.login(web, "Admin", "zabbix")
+        latest = browser.latest_data(web, hostid, os.path.join(target, "latest-data.png"), name="port 80 (")
         assert "Port 80" in latest and "ESTABLISHED" in latest, latest[:2000]
         assert "tcp-lld-agentd" in latest
         assert "Zabbix server" not in latest, "the Latest data filter did not apply"
@@ -403,7 +482,7 @@ def test_frontend_shows_the_items(api, deployment, capsys):
         pattern = "port 80 (http"
         expected = [g["name"] for g in api.graph.get(hostids=hostid, output=["name"]) if pattern in g["name"].lower()]
         assert len(expected) >= 2, expected
-        page = browser.graph(WEB, hostid, pattern, os.path.join(target, "port-graph.png"))
+        page = browser.graph(web, hostid, pattern, os.path.join(target, "port-graph.png"))
         assert f"Displaying {len(expected)} of {len(expected)} found" in page, (expected, page[-500:])
     with capsys.disabled():
         print(f"\nscreenshots in {target}: latest-data.png, port-graph.png")
