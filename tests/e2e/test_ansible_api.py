@@ -1,6 +1,6 @@
-"""The Ansible role's Zabbix API part against the real Zabbix 6.0 of scripts/zabbix-stack: run by
-ansible-playbook on this machine (connection local), it imports the template and links it to a
-host; a second run changes nothing."""
+"""The Ansible role's Zabbix API part against each real Zabbix server of the e2e (6.0 and 7.0 LTS):
+run by ansible-playbook on this machine (connection local), it imports the template and links it
+to a host; a second run changes nothing."""
 
 import os
 import re
@@ -10,7 +10,6 @@ import textwrap
 import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-API_URL = os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080") + "/api_jsonrpc.php"
 HOST = "tcp-lld-ansible"
 GROUP = "tcp-lld e2e"
 TEMPLATE_NAME = "TCP ports by Zabbix agent"
@@ -19,7 +18,7 @@ pytestmark = [pytest.mark.deploy,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the Zabbix stack")]
 
 
-def playbook(tmp_path) -> list:
+def playbook(tmp_path, api_url: str) -> list:
     path = tmp_path / "api.yml"
     path.write_text(textwrap.dedent("""\
         - name: Link the tcp-lld template through the Zabbix API
@@ -33,7 +32,7 @@ def playbook(tmp_path) -> list:
                 tasks_from: zabbix_api.yml
         """))
     return ["ansible-playbook", "-i", "localhost,", str(path),
-            "-e", f"tcp_lld_zabbix_api_url={API_URL}", "-e", "tcp_lld_zabbix_api_user=Admin",
+            "-e", f"tcp_lld_zabbix_api_url={api_url}", "-e", "tcp_lld_zabbix_api_user=Admin",
             "-e", "tcp_lld_zabbix_api_password=zabbix", "-e", f"tcp_lld_zabbix_host={HOST}"]
 
 
@@ -63,8 +62,8 @@ def bare_host(api):
     api.host.delete(hostid)
 
 
-def test_role_imports_and_links_the_template(api, bare_host, tmp_path):
-    command = playbook(tmp_path)
+def test_role_imports_and_links_the_template(api, zabbix_stack, bare_host, tmp_path):
+    command = playbook(tmp_path, zabbix_stack.api_url)
     first = run(command)
     print(first[-2000:])
     linked = api.host.get(hostids=[bare_host], selectParentTemplates=["host"], output=["hostid"])
