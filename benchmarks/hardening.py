@@ -110,13 +110,21 @@ def main():
     parser.add_argument("--ports", type=int, default=3500)
     parser.add_argument("--tcp-lld", default="")
     arguments = parser.parse_args()
+    sizes = [int(text) for text in arguments.sizes.split(",") if text]
     if not in_private_netns() and os.environ.get("TCP_LLD_BENCH_NETNS") != "1":
-        os.environ["TCP_LLD_BENCH_NETNS"] = "1"
-        os.execvp("unshare", ["unshare", "-n", sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+        # one fresh namespace per part: a population's sockets would hold the next one's ports
+        environment = {**os.environ, "TCP_LLD_BENCH_NETNS": "1"}
+        tail = ["--tcp-lld", arguments.tcp_lld] if arguments.tcp_lld else []
+        parts = [["--ports", str(arguments.ports), "--sizes", ""]] + [["--ports", "0", "--sizes", str(size)] for size in sizes]
+        for part in parts:
+            subprocess.run(["unshare", "-n", sys.executable, os.path.abspath(__file__), *part, *tail],
+                           env=environment, check=True)
+        return
     setup_namespace()
     command = [arguments.tcp_lld] if arguments.tcp_lld else [sys.executable, "-m", "tcp_lld"]
-    many_ports(command, arguments.ports)
-    for size in (int(text) for text in arguments.sizes.split(",") if text):
+    if arguments.ports:
+        many_ports(command, arguments.ports)
+    for size in sizes:
         stuck_lock(command, size)
 
 
