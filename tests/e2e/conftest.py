@@ -9,22 +9,19 @@ TCP_LLD_E2E_SERVERS (default "6.0,7.0"; e.g. "7.0" for one of them)."""
 
 from dataclasses import dataclass
 
+import contextlib
 import os
-import pwd
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 
 HERE = os.path.dirname(__file__)
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "agent"))  # socketlab
+sys.path.insert(0, os.path.join(REPO, "tests", "agent"))  # socketlab, agents
 
-from socketlab import free_ports  # noqa: E402
+from agents import AGENTS, PREFIX, running_agent, shipped_userparameters  # noqa: E402
 
 
 
@@ -49,11 +46,6 @@ SERVERS = {
 }
 E2E_SERVERS = [v.strip() for v in os.environ.get("TCP_LLD_E2E_SERVERS", "6.0,7.0").split(",") if v.strip()]
 assert set(E2E_SERVERS) <= set(SERVERS), f"TCP_LLD_E2E_SERVERS: unknown {set(E2E_SERVERS) - set(SERVERS)}"
-PREFIX = os.environ.get("TCP_LLD_PREFIX", "/opt/tcp-lld")
-AGENTS = {  # kind -> (binary, its directory in agent_conf/)
-    "zabbix_agentd": ("/usr/sbin/zabbix_agentd", "zabbix_agentd.d"),
-    "zabbix_agent2": ("/usr/sbin/zabbix_agent2", "zabbix_agent2.d"),
-}
 
 # THE one place for the e2e agents' tcp-lld command lines: UserParameter key -> command line, in
 # place of that key's line in the shipped agent_conf/ file (every other key is used as shipped).
@@ -127,11 +119,10 @@ def api(zabbix_stack):
         pass
 
 
-def e2e_userparameters(conf_dir: str) -> str:
-    """The shipped UserParameter file of one agent, with the install prefix substituted as
-    scripts/install does and the keys of E2E_COMMAND_LINES given their e2e command line."""
-    with open(os.path.join(REPO, "agent_conf", conf_dir, "tcp-lld.conf")) as fh:
-        lines = fh.read().replace("/opt/tcp-lld", PREFIX).splitlines()
+def e2e_userparameters(kind: str) -> str:
+    """The shipped UserParameter file of one agent, the keys of E2E_COMMAND_LINES given their e2e
+    command line."""
+    lines = shipped_userparameters(kind).splitlines()
     replaced = set()
     for number, line in enumerate(lines):
         key = line.partition("=")[2].partition(",")[0] if line.startswith("UserParameter=") else None
@@ -139,22 +130,8 @@ def e2e_userparameters(conf_dir: str) -> str:
             lines[number] = f"UserParameter={key},{E2E_COMMAND_LINES[key]}"
             replaced.add(key)
     missing = set(E2E_COMMAND_LINES) - replaced
-    assert not missing, f"agent_conf/{conf_dir}/tcp-lld.conf has no UserParameter for {sorted(missing)}"
+    assert not missing, f"agent_conf/{AGENTS[kind][1]}/tcp-lld.conf has no UserParameter for {sorted(missing)}"
     return "\n".join(lines) + "\n"
-
-
-def _wait_listening(port: int, proc: subprocess.Popen, log: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-    tail = open(log, errors="replace").read()[-3000:] if os.path.exists(log) else "(no log)"
-    pytest.fail(f"agent did not listen on 127.0.0.1:{port} (exit {proc.poll()}); log:\n{tail}")
 
 
 @pytest.fixture(scope="session")
@@ -164,51 +141,10 @@ def agent_ports():
     same two agents serve every server of the session (their Server=127.0.0.1 admits each).
     (The stack's own agents on 10050/10060 include the installed file, which the e2e may not
     change: see E2E_COMMAND_LINES.)"""
-    if not os.access(os.path.join(PREFIX, "bin", "tcp-lld"), os.X_OK):
-        pytest.fail(f"{PREFIX}/bin/tcp-lld missing: run `bash scripts/install --test`")
-    zabbix = pwd.getpwnam("zabbix")
-    started = []  # (process, work directory)
-    ports = {}
-    try:
-        for kind, (binary, conf_dir) in sorted(AGENTS.items()):
-            if not os.path.exists(binary):
-                pytest.fail(f"{binary} missing: run `bash scripts/zabbix-stack install`")
-            work = tempfile.mkdtemp(prefix=f"tcp-lld-e2e-{kind}-")
-            os.chmod(work, 0o755)
-            os.chown(work, zabbix.pw_uid, zabbix.pw_gid)
-            userparams = os.path.join(work, "tcp-lld.conf")
-            with open(userparams, "w") as fh:
-                fh.write(e2e_userparameters(conf_dir))
-            (port,) = free_ports(1, 21000, 21999)
-            log = os.path.join(work, "agent.log")
-            config = os.path.join(work, "agent.conf")
-            lines = [f"LogFile={log}", "LogFileSize=0", "Server=127.0.0.1", "ListenIP=127.0.0.1",
-                     f"ListenPort={port}", f"Hostname=tcp-lld-e2e-{kind}", "Timeout=3",
-                     f"PidFile={work}/agent.pid", f"Include={userparams}"]
-            if kind == "zabbix_agent2":
-                lines.append(f"ControlSocket={work}/agent.sock")
-                cmd = [binary, "-c", config]
-            else:
-                lines.append("StartAgents=3")
-                cmd = [binary, "-c", config, "-f"]
-            with open(config, "w") as fh:
-                fh.write("\n".join(lines) + "\n")
-            for path in (userparams, config):
-                os.chmod(path, 0o644)
-            with open(os.path.join(work, "stdout"), "w") as out:
-                proc = subprocess.Popen(cmd, user="zabbix", group="zabbix", extra_groups=[], cwd=work,
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-            started.append((proc, work))
-            _wait_listening(port, proc, log)
-            ports[kind] = port
+    with contextlib.ExitStack() as agents:
+        try:
+            ports = {kind: agents.enter_context(running_agent(kind, e2e_userparameters(kind), f"tcp-lld-e2e-{kind}")).port
+                     for kind in sorted(AGENTS)}
+        except RuntimeError as error:  # missing binaries or an agent that would not start
+            pytest.fail(str(error))
         yield ports
-    finally:
-        for proc, work in started:
-            proc.terminate()  # by PID: the agent we started, nothing else
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            shutil.rmtree(work, ignore_errors=True)
