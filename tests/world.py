@@ -149,14 +149,14 @@ class World:
 
 
 @contextlib.contextmanager
-def living_world() -> Iterator[World]:
-    """A freshly built world in a private network namespace of its own (`world.namespace`), closed
-    afterwards. The process is back in its own namespace when this yields: tests step into
-    the world's namespace for their duration (see conftest's `inside_the_test_namespace`)."""
+def living(world: World) -> Iterator[World]:
+    """`world` (a World or a subclass) built in a private network namespace of its own
+    (`world.namespace`), closed afterwards. The process is back in its own namespace when this
+    yields: tests step into the world's for their duration (conftest's `inside_the_test_namespace`)."""
     namespace = KeptNamespace()
     try:
         with namespace.entered():
-            world = World().build()
+            world.build()
         world.namespace = namespace
         try:
             yield world
@@ -164,6 +164,11 @@ def living_world() -> Iterator[World]:
             world.close()
     finally:
         namespace.close()
+
+
+def living_world() -> "contextlib.AbstractContextManager[World]":
+    """The test world, living in its own namespace (see `living`)."""
+    return living(World())
 
 
 def named(counts: List[int]) -> Dict[str, int]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from netns import KeptNamespace, private_network_namespace
+from netns import private_network_namespace
+from world import living
 from tcp_lld.errors import ScanError
 from tcp_lld.namespace import ephemeral_port_range
 from tcp_lld.scan import SOURCES, netlink, scan
@@ -147,15 +148,8 @@ def population():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures" / "netlink"))
     from capture import Population
 
-    namespace = KeptNamespace()
-    with namespace.entered():
-        built = Population().build()
-    built.namespace = namespace
-    try:
+    with living(Population()) as built:
         yield built
-    finally:
-        built.close()
-        namespace.close()
 
 
 @pytest.mark.parametrize("remembered", [(), (4444,)], ids=["now", "remembering-4444"])
