@@ -64,9 +64,7 @@ def encode(result: ScanResult, memory: GraceMemory, source_asked: str, stamp: st
         f"{stamp} {memory_state} {low} {high}",
         "T " + " ".join(map(str, result.totals)),
     ]
-    sockets_by_port: dict = {}
-    for listener in result.listeners:
-        sockets_by_port.setdefault(listener.port, []).append(listener)
+    sockets_by_port = result.listeners_by_port()
     for port, entry in sorted(memory.listeners.items()):
         sockets = sockets_by_port.get(port, [])
         counts = " ".join(map(str, counts_for(result.local, port)))
@@ -128,7 +126,8 @@ def _ints(text: bytes) -> List[int]:
 class Answers:
     """A verified answers file."""
 
-    __slots__ = ("raw", "started", "seconds", "source_asked", "source", "stamp", "memory", "ephemeral")
+    __slots__ = ("raw", "started", "seconds", "source_asked", "source", "stamp", "memory", "ephemeral",
+                 "_all_lines")
 
     def __init__(self, raw: bytes, header: List[bytes]) -> None:
         self.raw = raw
@@ -139,6 +138,7 @@ class Answers:
         self.stamp = header[5].decode("ascii")
         self.memory = header[6].decode("ascii")  # ok | none | unsaved: where "gone" ports come from
         self.ephemeral = (int(header[7]), int(header[8]))
+        self._all_lines: Optional[List[bytes]] = None  # split once, when a reader needs more than one line
 
     @classmethod
     def decode(cls, raw: Optional[bytes]) -> Optional[Answers]:
@@ -189,4 +189,6 @@ class Answers:
         return line[2:] or b"{}"
 
     def _lines(self, prefix: bytes) -> List[bytes]:
-        return [line for line in self.raw.split(b"\n") if line.startswith(prefix)]
+        if self._all_lines is None:
+            self._all_lines = self.raw.split(b"\n")
+        return [line for line in self._all_lines if line.startswith(prefix)]

@@ -72,22 +72,15 @@ def _split(argv: List[str]) -> Tuple[str, List[str], Dict[str, str]]:
     options: Dict[str, str] = {}
     arguments = iter(argv)
     for argument in arguments:
-        if len(argument) > MAX_ARGUMENT and not argument.startswith("--ports="):
-            raise UsageError(f"argument too long ({len(argument)} characters, at most {MAX_ARGUMENT})")
         name, equals, value = argument.partition("=")
         if argument == "--":  # the rest is positional: the agent passes item key parameters after it
-            for rest in arguments:
-                if len(rest) > MAX_ARGUMENT:
-                    raise UsageError(f"argument too long ({len(rest)} characters, at most {MAX_ARGUMENT})")
-                positional.append(rest)
+            positional.extend(arguments)
         elif argument.startswith("--"):
             if name in _VALUE_OPTIONS:
                 if not equals:
                     value = next(arguments, None)  # type: ignore[assignment]
                     if value is None:
                         raise UsageError(f"option {name} needs a value")
-                    if len(value) > MAX_ARGUMENT and name != "--ports":  # --ports has its own bound
-                        raise UsageError(f"argument too long ({len(value)} characters, at most {MAX_ARGUMENT})")
                 options[name] = value
             elif name in _FLAG_OPTIONS and not equals:
                 options[name] = ""
@@ -95,6 +88,9 @@ def _split(argv: List[str]) -> Tuple[str, List[str], Dict[str, str]]:
                 raise UsageError(f"unknown option {argument[:40]!r} (see tcp-lld --help)")
         else:
             positional.append(argument)
+    for text in positional + [value for name, value in options.items() if name != "--ports"]:
+        if len(text) > MAX_ARGUMENT:  # --ports has its own bound (discovery.MAX_RANGES_TEXT)
+            raise UsageError(f"argument too long ({len(text)} characters, at most {MAX_ARGUMENT})")
     if not positional:
         raise UsageError("no command given (discovery, stats or count; see tcp-lld --help)")
     command = positional.pop(0)

@@ -135,9 +135,7 @@ class GraceMemory:
             entry.last_seen = min(entry.last_seen, now)
             entry.first_seen = min(entry.first_seen, entry.last_seen)
         self.outbound = {port: min(seen, now) for port, seen in self.outbound.items()}
-        by_port: Dict[int, List] = {}
-        for listener in result.listeners:
-            by_port.setdefault(listener.port, []).append(listener)
+        by_port = result.listeners_by_port()
         for port, sockets in by_port.items():
             previous = self.listeners.get(port)
             first_seen = now  # new, or back after a real absence: a new service

@@ -67,6 +67,13 @@ class ScanResult:
         self.seconds = seconds  # how long it took
         self.totals = totals  # sockets per state, host-wide (`local` may leave ephemeral ports out)
 
+    def listeners_by_port(self) -> Dict[int, List[Listener]]:
+        """Port -> its listening sockets (IPv4, IPv6, SO_REUSEPORT siblings)."""
+        by_port: Dict[int, List[Listener]] = {}
+        for listener in self.listeners:
+            by_port.setdefault(listener.port, []).append(listener)
+        return by_port
+
     @property
     def sockets(self) -> int:
         return sum(self.totals)
