@@ -69,6 +69,6 @@ def owners(inodes: Iterable[int]) -> Dict[int, Tuple[int, str]]:
             inode = wanted.get(target)
             if inode is not None and inode not in found:
                 found[inode] = (int(pid), process_name(int(pid)))
-        if len(found) == len(wanted):
-            break
+                if len(found) == len(wanted):
+                    return found  # a database's 100k connections come after its listeners
     return found

@@ -1,9 +1,10 @@
 """The public shapes (docs/contract.md, `contract.py`): the master document and LLD JSON.
 
-The master document holds only numbers, null and fixed ASCII names, so it is written directly:
-importing a JSON library costs more than the whole document (orjson 3.13 ~30 ms, because it
-imports dataclasses, inspect and uuid; stdlib json ~11 ms, because of `re`). LLD rows carry names
-from outside (processes, users) and go through orjson (`lld`).
+Both are written directly, without a JSON library: importing one costs more than the whole
+answer (orjson 3.13 ~16-30 ms, because it imports dataclasses, inspect and uuid; stdlib json
+~11 ms, because of `re`), and discovery would pay it on every uncached call. The master document
+holds only numbers, null and fixed ASCII names; LLD values are printable ASCII by construction
+(`discovery` cuts every looked-up name to it), so only `"` and `\\` need escaping there.
 """
 
 from __future__ import annotations
@@ -57,13 +58,26 @@ def master_document(answers: Answers, selection: Selection, now: float, stale: b
     return document.encode("ascii")
 
 
-def lld(rows: List[Dict[str, str]]) -> bytes:
-    """`{"data": [...]}`: the form every Zabbix version since 4.x accepts. orjson where installed;
-    the standard library, byte for byte the same, where it is not (Debian 12 has no python3-orjson)."""
-    try:
-        import orjson
-    except ImportError:
-        import json
+def _json_string(text: str) -> str:
+    r"""`text` as a JSON string. Printable ASCII (every LLD value, see `discovery`) is escaped here;
+    anything else, never expected, goes through the standard library as \u escapes, so that even a
+    lone surrogate gives valid ASCII JSON.
 
-        return json.dumps({"data": rows}, ensure_ascii=False, separators=(",", ":")).encode()
-    return orjson.dumps({"data": rows})
+    >>> print(_json_string('say "hi" \\ bye'))
+    "say \"hi\" \\ bye"
+    """
+    if text.isascii() and text.isprintable():
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    import json
+
+    return json.dumps(text)
+
+
+def lld(rows: List[Dict[str, str]]) -> bytes:
+    """`{"data": [...]}`: the form every Zabbix version since 4.x accepts; for printable ASCII
+    values byte for byte what `json.dumps(..., separators=(",", ":"))` or orjson would write."""
+    body = ",".join(
+        "{" + ",".join(_json_string(key) + ":" + _json_string(value) for key, value in row.items()) + "}"
+        for row in rows
+    )
+    return ('{"data":[' + body + "]}").encode("ascii")

@@ -27,7 +27,7 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: mmdebstrap
 #: installs with their recommends). Clean ones for the package; one with Ansible for the role.
 ROOTS = {
     "bookworm": ("bookworm", ["zabbix-agent"], ["python3", "python3-psutil"]),
-    "trixie": ("trixie", ["zabbix-agent"], ["python3", "python3-psutil", "python3-orjson"]),
+    "trixie": ("trixie", ["zabbix-agent"], ["python3", "python3-psutil"]),
     "bookworm-ansible": ("bookworm", ["zabbix-agent", "zabbix-agent2", "ansible-core", "python3-apt"],
                          ["python3-psutil"]),
 }

@@ -114,7 +114,7 @@ def test_role_installs_wires_and_restarts_the_agent(fresh_root, debs):
             assert document["ports"]["10050"]["LISTEN"] >= 1, document["ports"].keys()
             assert ask("tcp.port.count[10050,LISTEN]") in ("1", "2")
             discovery = ask("tcp.port.discovery")
-            assert "10050" in {row["{#PORT}"] for row in json.loads(discovery)["data"]}  # no orjson here
+            assert "10050" in {row["{#PORT}"] for row in json.loads(discovery)["data"]}
 
             # agent 2 (installed, not running here) reads its own copy, from zabbix_agent2.d
             agent2 = root.run("zabbix_agent2", "-t", "tcp.port.count[10050,LISTEN]", user="zabbix").stdout
