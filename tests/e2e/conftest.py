@@ -106,7 +106,9 @@ def api(zabbix_stack):
     deadline = time.monotonic() + 60
     while True:
         try:
-            zapi = ZabbixAPI(url=zabbix_stack.api_url, user="Admin", password="zabbix")
+            # 120 s per call, not 30: importing the template or deleting a host with its hundreds
+            # of items takes a loaded 2-core machine past 30 s
+            zapi = ZabbixAPI(url=zabbix_stack.api_url, user="Admin", password="zabbix", timeout=120)
             break
         except Exception as error:  # the frontend may still be warming up
             if time.monotonic() > deadline:
