@@ -1,9 +1,10 @@
 """The answers file: one writer, one reader, and no wrong answer from a damaged file (no root)."""
 
 import pytest
-from synthetic import decoded, encoded, scan_result
+from synthetic import STAMP, decoded, encoded, scan_result
 
 from tcp_lld.answers import Answers, checksum
+from tcp_lld.grace import GraceMemory
 from tcp_lld.states import ESTABLISHED, LISTEN, TIME_WAIT
 
 
@@ -56,3 +57,10 @@ def test_other_formats_and_empty_files_are_refused(raw):
     older = body + b"\nE %x\n" % checksum(body)  # intact, but of the format before `O` lines had peer max
     assert Answers.decode(older) is None
     assert Answers.decode(b"tcp-lld/4 x\nE 00000000\n") is None
+
+
+def test_a_remembered_outbound_port_with_no_socket_now_has_peer_max_0():
+    memory = GraceMemory(STAMP)
+    encoded(scan_result([80], [3306, 5432], started=1763770000.5), memory)
+    answers = decoded(encoded(scan_result([80], [5432], started=1763770100.5), memory))
+    assert [(line.port, line.peer_max, sum(line.counts)) for line in answers.outbound()] == [(3306, 0, 0), (5432, 1, 1)]

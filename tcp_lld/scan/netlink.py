@@ -362,6 +362,7 @@ class _Slicer:
         self.remote: Tally = {}
         self.states: Tally = {}  # kernel state -> count, sliced records; walked ones in walker.states
         self.peers: Dict[bytes, int] = {}  # `_PEER` key -> outbound sockets, sliced records
+        self.slices: Dict[Tuple[int, int], List[slice]] = {}  # see `_key_slices`
         self.walker = _Walker(data_type, sieve)  # for what slicing cannot take
         self.lengths: Set[int] = set()  # record lengths met in this dump
         self.out = bytearray()  # the regrouped buffer, reused: a fresh one per batch costs page faults
@@ -487,8 +488,8 @@ class _Slicer:
 
         Per record length (`masks`: length -> 0xFF per record of that length), the family byte is
         merged over the sport low byte of those records only (as big integers, like the columns),
-        then the offsets of the outbound ones are picked by `itertools.compress` and one slice is
-        cut per outbound socket: the work per inbound socket stays at C speed.
+        then the key slices of the outbound ones are picked by `itertools.compress` (from slice
+        objects made once per record length and stride) and cut by `map`: no bytecode per socket.
         """
         count = end // longest
         family = 0
@@ -504,10 +505,18 @@ class _Slicer:
         for record_length, mask in masks:
             selected = mask if outbound is None else mask & outbound
             if selected:
-                start = _PEER_START + longest - record_length
-                width = _PEER_END - _PEER_START
-                starts = compress(range(start, end, longest), selected.to_bytes(count, "little"))
-                _count_elements(self.peers, [frozen[offset : offset + width] for offset in starts])
+                _count_elements(self.peers, map(frozen.__getitem__, compress(
+                    self._key_slices(_PEER_START + longest - record_length, longest, count),
+                    selected.to_bytes(count, "little"))))
+
+    def _key_slices(self, start: int, stride: int, count: int) -> List[slice]:
+        """slice(start, start + 35) for each of `count` records (or more), kept for the next buffer."""
+        slices = self.slices.get((start, stride), [])
+        if len(slices) < count:
+            width = _PEER_END - _PEER_START
+            slices = [slice(offset, offset + width) for offset in range(start, start + stride * count, stride)]
+            self.slices[start, stride] = slices
+        return slices
 
 
 def _pad(view: memoryview, length: int, header: bytes, shorter: List[int], longest: int, out: bytearray) -> int:

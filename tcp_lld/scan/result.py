@@ -19,7 +19,9 @@ Which socket is tallied where (the same in every method):
   host is to running out of source ports towards one server. Addresses are compared as the
   socket table shows them, family included: a v4-mapped IPv6 socket (`::ffff:10.0.0.5`) and an
   IPv4 one to the same server count apart, though the kernel draws both from one range (two
-  programs on one host talking to one server over different socket families: rare).
+  programs on one host talking to one server over different socket families: rare). The scan
+  holds one counter per distinct pair and remote port: a few for an app server and its
+  databases, as many as the servers a crawler or proxy talks to (a ~35-byte key each).
 - `totals`: every socket per state, host-wide.
 
 Plain classes rather than `typing.NamedTuple`: importing `typing` costs ~14 ms per process, more
