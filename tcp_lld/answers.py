@@ -4,15 +4,17 @@ Every key reads this file: `count` looks up one line by bytes, `stats` and `disc
 port lines. Callers with different `--grace` or `--min-age` share it (those are applied when
 answering, see `AnswerView`). ASCII lines, no JSON library on the cached path::
 
-    tcp-lld/3 <started> <scan seconds> <source asked> <source used> <stamp> <memory> <low> <high>
+    tcp-lld/4 <started> <scan seconds> <source asked> <source used> <stamp> <memory> <low> <high>
     T <11 counts>                                       host totals per state
     L <port> <11 counts> <listening 1|0> <first seen> <last seen> <queue|-> <backlog|->
       <address,...> <family,...> <uid,...|-> <inode,...|-> <pid,...|->      (one line)
-    O <port> <11 counts> <last seen>                   outbound, by remote port
+    O <port> <11 counts> <peer max> <last seen>        outbound, by remote port
     K <kernel JSON object>
     E <checksum of everything before this line>
 
-Counts are in `STATE_NAMES` order. The end line is written last and checked first: a torn,
+Counts are in `STATE_NAMES` order. `peer max`: the most outbound sockets of one (local address,
+remote address) pair to that port (`ScanResult.peers`; 0 for a remembered port with no sockets).
+Each format change bumps the magic: an older file is refused (and rescanned), never misread. The end line is written last and checked first: a torn,
 truncated or altered file is no answer at all, never a wrong one.
 """
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from .grace import GraceMemory
     from .scan.result import ScanResult
 
-MAGIC = b"tcp-lld/3"
+MAGIC = b"tcp-lld/4"
 _PRIME = (1 << 61) - 1
 MAX_BYTES = 16 << 20  # a planted or runaway file is refused before it is read in full
 _END = b"\nE "
@@ -81,7 +83,8 @@ def encode(result: ScanResult, memory: GraceMemory, source_asked: str, stamp: st
             f"{','.join(map(str, entry.families))} {_list(entry.uids)} {_list(inodes)} {_list(pids)}"
         )
     for port, seen in sorted(memory.outbound.items()):
-        lines.append(f"O {port} {' '.join(map(str, counts_for(result.remote, port)))} {seen!r}")
+        lines.append(f"O {port} {' '.join(map(str, counts_for(result.remote, port)))} "
+                     f"{result.peers.get(port, 0)} {seen!r}")
     lines.append("K " + kernel)
     body = ("\n".join(lines)).encode("ascii")
     return body + b"%s%x\n" % (_END, checksum(body))
@@ -111,12 +114,13 @@ class ListenerLine:
 class OutboundLine:
     """One `O` line: an outbound service port, by remote port."""
 
-    __slots__ = ("port", "counts", "last_seen")
+    __slots__ = ("port", "counts", "peer_max", "last_seen")
 
     def __init__(self, fields: List[bytes]) -> None:
         self.port = int(fields[1])
         self.counts = [int(value) for value in fields[2:13]]
-        self.last_seen = float(fields[13])
+        self.peer_max = int(fields[13])  # the most sockets of one address pair (`ScanResult.peers`)
+        self.last_seen = float(fields[14])
 
 
 def _ints(text: bytes) -> List[int]:

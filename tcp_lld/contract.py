@@ -26,6 +26,12 @@ class PortEntry(StateCounts):
     accept_queue_max: Optional[int]
 
 
+class RemoteEntry(StateCounts):
+    """`remote["5432"]`: outbound sockets whose REMOTE port is that port."""
+
+    peer_max: int
+
+
 class Dropped(TypedDict):
     """Entries left out to stay under the agent's 512 KiB limit, by kind."""
 
@@ -54,7 +60,7 @@ class MasterDocument(TypedDict):
 
     ports: Dict[str, PortEntry]
     total: StateCounts
-    remote: Dict[str, StateCounts]
+    remote: Dict[str, RemoteEntry]
     kernel: Dict[str, object]
     meta: Meta
 

@@ -38,7 +38,8 @@ def master_document(answers: Answers, selection: Selection, now: float, stale: b
         f'"accept_queue":{_number(line.queue)},"accept_queue_max":{_number(line.backlog)}}}'
         for line in selection.listeners
     )
-    remote = ",".join(f'"{line.port}":{{{states(line.counts)}}}' for line in selection.outbound)
+    remote = ",".join(f'"{line.port}":{{{states(line.counts)},"peer_max":{line.peer_max}}}'
+                      for line in selection.outbound)
     totals = answers.totals()
     dropped = selection.dropped_gone + selection.dropped_listening + selection.dropped_remote
     meta = (

@@ -22,7 +22,7 @@ FIXED_BYTES = 1024  # "total", "meta" and the punctuation around them, at most
 #: A port's entry at most: `"65535":{` + 11 `"NAME":count,` (123 B of names, 7-digit counts)
 #: + the two queue fields. Checked against real entries by the tests.
 PORT_ENTRY_BYTES = 270
-REMOTE_ENTRY_BYTES = 225
+REMOTE_ENTRY_BYTES = 245  # the same 11 counts + `"peer_max":count`
 #: An LLD row: 138 B of keys and punctuation (with the comma between rows), + port, family,
 #: scope, status and ephemeral values at their longest (32 B), + three free-text fields (user,
 #: process, service) cut at ROW_TEXT_CAP characters, + the addresses.

@@ -28,7 +28,8 @@ def scan_result(listening: Iterable[int] = (), remote: Iterable[int] = (), start
         listeners.append(Listener(port, 4, "0.0.0.0", 1000 + port, 0, backlog, uid))
     for index, port in enumerate(remote):
         outbound[port << PORT_SHIFT | TIME_WAIT] += index + 1
-    return ScanResult("netlink", local, outbound, listeners, started, 0.0123, state_totals(local))
+    peers = {port: index + 1 for index, port in enumerate(remote)}  # every outbound socket to one peer
+    return ScanResult("netlink", local, outbound, listeners, started, 0.0123, state_totals(local), peers)
 
 
 def encoded(result: ScanResult, memory: Optional[GraceMemory] = None, grace: float = 86400.0,

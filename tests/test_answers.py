@@ -1,9 +1,10 @@
 """The answers file: one writer, one reader, and no wrong answer from a damaged file (no root)."""
 
 import pytest
-from synthetic import decoded, encoded, scan_result
+from synthetic import STAMP, decoded, encoded, scan_result
 
-from tcp_lld.answers import Answers
+from tcp_lld.answers import Answers, checksum
+from tcp_lld.grace import GraceMemory
 from tcp_lld.states import ESTABLISHED, LISTEN, TIME_WAIT
 
 
@@ -17,7 +18,7 @@ def test_a_file_reads_back_as_written(raw):
     assert (answers.started, answers.source, answers.source_asked, answers.memory) == (1763770000.5, "netlink", "auto", "ok")
     assert answers.ephemeral == (32768, 60999)
     assert [line.port for line in answers.listeners()] == [80, 443]
-    assert [line.port for line in answers.outbound()] == [3306, 5432]
+    assert [(line.port, line.peer_max) for line in answers.outbound()] == [(3306, 1), (5432, 2)]
     line = answers.listeners()[0]
     assert (line.listening, line.queue, line.backlog, line.addresses, line.families, line.uids) == (
         True, 0, 128, ["0.0.0.0"], [4], [0])
@@ -51,5 +52,15 @@ def test_a_truncated_file_is_refused(raw, cut):
 def test_other_formats_and_empty_files_are_refused(raw):
     assert Answers.decode(b"") is None
     assert Answers.decode(None) is None
-    assert Answers.decode(raw.replace(b"tcp-lld/3", b"tcp-lld/2", 1)) is None
-    assert Answers.decode(b"tcp-lld/3 x\nE 00000000\n") is None
+    assert raw.startswith(b"tcp-lld/4 ")
+    body = raw[: raw.rindex(b"\nE ")].replace(b"tcp-lld/4", b"tcp-lld/3", 1)
+    older = body + b"\nE %x\n" % checksum(body)  # intact, but of the format before `O` lines had peer max
+    assert Answers.decode(older) is None
+    assert Answers.decode(b"tcp-lld/4 x\nE 00000000\n") is None
+
+
+def test_a_remembered_outbound_port_with_no_socket_now_has_peer_max_0():
+    memory = GraceMemory(STAMP)
+    encoded(scan_result([80], [3306, 5432], started=1763770000.5), memory)
+    answers = decoded(encoded(scan_result([80], [5432], started=1763770100.5), memory))
+    assert [(line.port, line.peer_max, sum(line.counts)) for line in answers.outbound()] == [(3306, 0, 0), (5432, 1, 1)]

@@ -8,11 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from netns import private_network_namespace
+
+# Not `from conftest import REPO`: with tests/agent collected too, "conftest" may name its conftest.
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.root  # real sockets in private network namespaces
 

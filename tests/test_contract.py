@@ -91,6 +91,7 @@ def documented_fields(heading: str):
 
 @pytest.mark.parametrize("heading, definition", [
     ("meta", contract.Meta), ("meta.dropped", contract.Dropped), ("ports entry", contract.PortEntry),
+    ("remote entry", contract.RemoteEntry),
     ("discovery row", contract.ListeningRow), ("outbound row", contract.OutboundRow),
 ])
 def test_the_document_names_exactly_the_defined_fields(heading, definition):

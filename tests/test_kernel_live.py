@@ -124,6 +124,56 @@ def test_syncookies_sent_when_the_namespace_always_sends_them():
         assert found["TcpExt"]["SyncookiesFailed"] == 0
 
 
+def deferred_listener(backlog: int) -> socket.socket:
+    """A loopback listener with TCP_DEFER_ACCEPT: a client's bare ACK does not complete the
+    handshake, so each connection's request stays in the SYN queue (SYN_RECV) while the client
+    sees ESTABLISHED: the SYN queue fills with no spoofed packet and no sysctl."""
+    server = socket.socket()
+    server.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
+    server.bind(("127.0.0.1", 0))
+    server.listen(backlog)
+    return server
+
+
+def knock(server: socket.socket, count: int) -> list:
+    """`count` non-blocking connects, left as they are."""
+    clients = []
+    for _ in range(count):
+        client = socket.socket()
+        client.setblocking(False)
+        try:
+            client.connect(server.getsockname())
+        except BlockingIOError:
+            pass
+        clients.append(client)
+    return clients
+
+
+def test_a_deferred_accept_listener_sends_syn_cookies_at_the_default_setting():
+    """What the e2e does in the host's namespace to raise the SYN cookie trigger: with the default
+    tcp_syncookies=1, once the SYN queue of a backlog-1 listener holds its deferred requests, the
+    next SYNs are answered with cookies. (A bare listen(0) no longer does it: since 6.x kernels
+    call the SYN queue full only past the backlog, and an empty queue is not past 0.)"""
+    with private_network_namespace():
+        assert kernel.collect()[0]["sysctl"]["net.ipv4.tcp_syncookies"] == 1  # a new namespace's default
+        server = deferred_listener(backlog=1)
+        clients = []
+        try:
+            clients = knock(server, 6)
+            time.sleep(0.2)
+            found = tcp_lld_agrees_with_the_files()
+            half_open = ss_count("state", "syn-recv")
+        finally:
+            close_all(clients + [server])
+        counters = found["TcpExt"]
+        assert 1 <= half_open < 6
+        # Every SYN past the full SYN queue is meant for a cookie (TCPReqQFullDoCookies); the
+        # cookies' connections complete into the accept queue, and once that is full too the next
+        # SYNs are dropped there (ListenOverflows) before a cookie is sent.
+        assert counters["TCPReqQFullDoCookies"] >= counters["SyncookiesSent"] >= 1, counters
+        assert counters["TCPReqQFullDrop"] == 0, counters
+
+
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"

@@ -9,6 +9,7 @@ from tcp_lld import __version__
 from tcp_lld.discovery import Filters, listening_rows, outbound_rows
 from tcp_lld.grace import GraceMemory
 from tcp_lld.render import master_document
+from tcp_lld.scan.result import PORT_SHIFT
 from tcp_lld.selection import FIXED_BYTES, MAX_BYTES, PORT_ENTRY_BYTES, REMOTE_ENTRY_BYTES, row_bytes, select
 from tcp_lld.states import STATE_NAMES
 
@@ -32,6 +33,8 @@ def test_the_document_parses_with_every_field():
     assert document["ports"]["443"]["ESTABLISHED"] == 3
     assert document["ports"]["443"]["accept_queue_max"] == 128
     assert document["remote"]["3306"]["TIME_WAIT"] == 1
+    assert list(document["remote"]["3306"]) == [*STATE_NAMES, "peer_max"]
+    assert document["remote"]["3306"]["peer_max"] == 1
     assert document["total"]["LISTEN"] == 2
     assert document["kernel"] == {"ListenOverflows": 3}
     assert document["meta"] == {
@@ -48,13 +51,16 @@ def test_an_unknown_backlog_is_null():
 
 def test_the_size_bounds_hold_for_the_largest_counts():
     """The budget counts entries at their largest: 7-digit counts on 5-digit ports."""
-    raw = encoded(scan_result([65535], [65534], established=9_999_999))
-    answers = decoded(raw)
+    result = scan_result([65535], [65534], established=9_999_999)
+    result.remote = {65534 << PORT_SHIFT | state: 9_999_999 for state in range(1, len(STATE_NAMES) + 1)}
+    result.peers = {65534: 9_999_999}
+    answers = decoded(encoded(result))
     selection = select(answers, 86400, 3600)
-    document = master_document(answers, selection, answers.started)
-    port_entry = json.dumps({"65535": json.loads(document)["ports"]["65535"]}, separators=(",", ":"))
+    document = json.loads(master_document(answers, selection, answers.started))
+    port_entry = json.dumps({"65535": document["ports"]["65535"]}, separators=(",", ":"))
     assert len(port_entry) - 2 <= PORT_ENTRY_BYTES
-    remote = json.dumps({"65534": {name: 9_999_999 for name in STATE_NAMES}}, separators=(",", ":"))
+    assert document["remote"]["65534"]["peer_max"] == document["remote"]["65534"]["CLOSING"] == 9_999_999
+    remote = json.dumps({"65534": document["remote"]["65534"]}, separators=(",", ":"))
     assert len(remote) - 2 <= REMOTE_ENTRY_BYTES
 
 

@@ -43,7 +43,9 @@ def test_remote_holds_the_connections_this_host_opened_by_remote_port(world, cli
     document = cli.json("stats", "--no-cache", "--source", method)
     assert sorted(document["remote"], key=int) == [str(port) for port in sorted(world.remote)]
     for port in world.remote:
-        assert document["remote"][str(port)] == world.remote_counts(port), f"remote port {port}"
+        expected = {**world.remote_counts(port), "peer_max": world.peer_max(port)}
+        assert document["remote"][str(port)] == expected, f"remote port {port}"
+    assert document["remote"]["8080"]["peer_max"] == 3 < sum(world.remote_counts(8080).values())
     client_ports = [port for port in world.local if port not in world.inbound_ports]
     assert not set(map(str, client_ports)) & set(document["remote"])  # inbound clients are not services
 

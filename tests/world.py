@@ -31,16 +31,20 @@ class World:
         self.sockets: List[socket.socket] = []
         self.local: Dict[int, Counter] = {}
         self.remote: Dict[int, Counter] = {}
+        self.pairs: Counter = Counter()  # (remote port, address pair) -> outbound sockets
         self.listeners: Dict[int, socket.socket] = {}
         self.inbound_ports: set = set()  # every port that listened: connections to it are inbound
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def _expect(self, local_port: int, remote_port: int, state: str, count: int = 1) -> None:
+    def _expect(self, local_port: int, remote_port: int, state: str, count: int = 1,
+                pair: str = "127.0.0.1") -> None:
         """One socket: counted by local port; and by remote port when outbound (local port not
-        a listener's), which is how tcp-lld tells a client's socket from a server's."""
+        a listener's), which is how tcp-lld tells a client's socket from a server's. `pair`: the
+        address both ends of a loopback connection have (they differ by family only)."""
         self.local.setdefault(local_port, Counter())[state] += count
         if remote_port and local_port not in self.inbound_ports:
             self.remote.setdefault(remote_port, Counter())[state] += count
+            self.pairs[remote_port, pair] += count
 
     def _keep(self, sock: socket.socket) -> socket.socket:
         self.sockets.append(sock)
@@ -79,7 +83,7 @@ class World:
                 _, client_port = self._connect(family, address, 8080)
                 self._keep(listener.accept()[0])
                 self._expect(8080, client_port, "ESTABLISHED")  # server side
-                self._expect(client_port, 8080, "ESTABLISHED")  # client side
+                self._expect(client_port, 8080, "ESTABLISHED", pair=address)  # client side
 
         mysql = self._listen(socket.AF_INET, "127.0.0.1", 3306)
         for _ in range(4 * n):
@@ -138,6 +142,11 @@ class World:
 
     def remote_counts(self, port: int) -> Dict[str, int]:
         return {state: self.remote.get(port, Counter())[state] for state in STATES}
+
+    def peer_max(self, port: int) -> int:
+        """The most outbound sockets to `port` between one pair of addresses (8080: 3n over IPv4,
+        2n over IPv6, 2n v4-mapped: three pairs)."""
+        return max((count for (remote_port, _), count in self.pairs.items() if remote_port == port), default=0)
 
     def totals(self) -> Dict[str, int]:
         total: Counter = Counter()

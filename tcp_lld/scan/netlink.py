@@ -17,7 +17,9 @@ Which socket counts where is `result`'s rule: listeners come first, so the inbou
 now, or remembered by the caller) are known before any connection is read; a connection whose
 local port is inbound is never tallied by its remote port. Local ports inside the ephemeral range
 that are not inbound are dropped before counting (`_Sieve`): they count in the per-state totals
-only. Remote ports are never sieved.
+only. Remote ports are never sieved. Outbound sockets are also counted per (family, remote port,
+local address, remote address), for `ScanResult.peers`: one bytes slice per OUTBOUND socket, picked
+at C speed, so a server whose sockets are nearly all inbound pays almost nothing for it.
 
 A dump is trusted only whole: a datagram larger than the buffer (MSG_TRUNC), an NLMSG_ERROR, or an
 NLMSG_DONE carrying a negative error (the kernel cut the dump short) raise `ScanError`.
@@ -36,6 +38,7 @@ import os
 import struct
 import sys
 import time
+from itertools import compress
 
 # The C modules under `socket` and `collections.Counter`: the Python wrappers import enum,
 # selectors and friends, ~14 ms of start-up that every uncached call of the agent would pay.
@@ -50,7 +53,7 @@ except ImportError:  # another interpreter: the same, in Python
 
 from ..errors import ScanError
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV
-from .result import PORT_SHIFT, Listener, ScanResult
+from .result import PORT_SHIFT, Listener, ScanResult, largest_per_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,8 +78,8 @@ CONNECTIONS_MASK = sum(1 << state for state in range(1, 13) if state != LISTEN)
 
 _V2_REQUEST = struct.Struct("=IHHII BBBxI 48x")  # nlmsghdr + inet_diag_req_v2 (sockid zeroed)
 _LEGACY_REQUEST = struct.Struct("=IHHII BBBB 48x II")  # nlmsghdr + inet_diag_req
-# nlmsghdr.len, .type, inet_diag_msg.state, .sport, .dport (ports byte-swapped, see above).
-_RECORD = struct.Struct("<IH10xxB2xHH")
+# nlmsghdr.len, .type, inet_diag_msg.family, .state, .sport, .dport (ports byte-swapped, see above).
+_RECORD = struct.Struct("<IH10xBB2xHH")
 # nlmsghdr.len, .type, inet_diag_msg.family, .src, .rqueue, .wqueue, .uid, .inode (sport read apart).
 _LISTENER = struct.Struct("<IH10xB3x4x16s16x4x8x4xIIII")
 _HEADER = struct.Struct("<IH")
@@ -269,6 +272,13 @@ LEARN_BYTES = 64 * 1024  # record lengths are first learnt from this much of a b
 PIECE_BYTES = 16 * 1024  # see `_pad`
 #: Offsets in a record of inet_diag_msg's idiag_state and the bytes of id.idiag_sport, idiag_dport.
 _FIELDS = (17, 20, 21, 22, 23)
+#: Outbound sockets are also counted per `_PEER` key: the 35 bytes of a record from _PEER_START to
+#: _PEER_END, with the family (offset 16) written over the low byte of sport (21) so that the key
+#: reads family, dport, id.idiag_src, id.idiag_dst (the kernel zero-fills an IPv4 address's last
+#: 12 bytes). The family keeps an IPv6 pair whose addresses end in 12 zero bytes (`2001:db8::`)
+#: apart from the IPv4 pair that has the same first bytes, as the kernel does.
+_FAMILY, _PEER_START, _PEER_END = 16, 21, 56
+_FAMILY_BYTE = [bytes((family,)) for family in range(256)]
 
 
 class _Walker:
@@ -280,28 +290,33 @@ class _Walker:
         self.local: Tally = {}  # state << 16 | byte-swapped port -> count
         self.remote: Tally = {}
         self.states: Tally = {}  # kernel state -> count, every socket walked
+        self.peers: Dict[bytes, int] = {}  # `_PEER` key -> outbound sockets
 
     def walk(self, view: memoryview, length: int, offset: int = 0) -> bool:
         unpack = _RECORD.unpack_from
         local_keys: List[int] = []
         remote_keys: List[int] = []
+        peer_keys: List[bytes] = []
         add_local = local_keys.append
         add_remote = remote_keys.append
+        add_peer = peer_keys.append
         data_type = self.data_type
         inbound = self.sieve.inbound
         control_type = 0
         while offset < length:
-            message_length, message_type, state, sport, dport = unpack(view, offset)
+            message_length, message_type, family, state, sport, dport = unpack(view, offset)
             if message_type != data_type:
                 control_type = message_type
                 break
             add_local(state << 16 | sport)
             if sport not in inbound:  # outbound: tallied by the service port it talks to
                 add_remote(state << 16 | dport)
+                add_peer(_FAMILY_BYTE[family] + view[offset + _PEER_START + 1 : offset + _PEER_END].tobytes())
             offset += (message_length + 3) & ~3
         _count_elements(self.states, map(_STATE_OF, local_keys))
         self.sieve.fold(local_keys, self.local)
         _count_elements(self.remote, remote_keys)
+        _count_elements(self.peers, peer_keys)
         return bool(control_type) and _control(view, offset, control_type)
 
 
@@ -331,6 +346,9 @@ class _Slicer:
        there; keys (`state << 16 | port`, the port byte-swapped) are built by strided
        `bytearray` assignments, decoded as UTF-32, one character per socket, and counted by
        `_fold_text`.
+    5. Address pairs, only in a buffer with outbound sockets (`_peers`): one 35-byte key per
+       outbound socket (family, dport, source and destination addresses), counted by
+       `_count_elements`.
 
     For example, an ESTABLISHED record from local port 80 (bytes 0x00 0x50) to 3306 (0x0C 0xEA)
     gives the local key 1 << 16 | 0x5000 and the remote key 1 << 16 | 0xEA0C; `_tally` swaps each
@@ -343,6 +361,8 @@ class _Slicer:
         self.local: Tally = {}  # state << 16 | byte-swapped port -> count
         self.remote: Tally = {}
         self.states: Tally = {}  # kernel state -> count, sliced records; walked ones in walker.states
+        self.peers: Dict[bytes, int] = {}  # `_PEER` key -> outbound sockets, sliced records
+        self.slices: Dict[Tuple[int, int], List[slice]] = {}  # see `_key_slices`
         self.walker = _Walker(data_type, sieve)  # for what slicing cannot take
         self.lengths: Set[int] = set()  # record lengths met in this dump
         self.out = bytearray()  # the regrouped buffer, reused: a fresh one per batch costs page faults
@@ -404,6 +424,7 @@ class _Slicer:
             if low != low[:1] * count or high != high[:1] * count:
                 return None
             columns = [data[offset:end:longest] for offset in _FIELDS]
+            masks = [(longest, (1 << (8 * count)) - 1)]
         else:
             masks = []
             for record_length in shorter + [longest]:
@@ -418,7 +439,9 @@ class _Slicer:
                     shift = longest - record_length
                     merged |= int.from_bytes(data[offset + shift : end + shift : longest], "little") & mask
                 columns.append(merged.to_bytes(count, "little"))
-        self._count(*columns)
+        outbound = self._count(*columns)
+        if outbound != 0:
+            self._peers(data, end, longest, masks, outbound)
         if end == size:
             return False
         if size - end < 16:
@@ -429,8 +452,10 @@ class _Slicer:
         with memoryview(data) as rest:  # the closing NLMSG_DONE (or an error)
             return _control(rest, end, message_type)
 
-    def _count(self, states: bytes, sport_high: bytes, sport_low: bytes, dport_high: bytes, dport_low: bytes) -> None:
-        """Step 4: tally one column of each field, one entry per socket."""
+    def _count(self, states: bytes, sport_high: bytes, sport_low: bytes, dport_high: bytes,
+               dport_low: bytes) -> Optional[int]:
+        """Step 4: tally one column of each field, one entry per socket. Returns which sockets are
+        outbound: `_Sieve.outbound_mask` (0: none, None: all)."""
         count = len(states)
         tally = self.states
         first = states[0]
@@ -455,6 +480,43 @@ class _Slicer:
         else:
             keys[0::4], keys[1::4], keys[2::4] = (_masked(column, outbound, count) for column in (dport_high, dport_low, states))
         _fold_text(keys.decode("utf-32-le", "surrogatepass"), self.remote)
+        return outbound
+
+    def _peers(self, data: bytearray, end: int, longest: int, masks: List[Tuple[int, int]],
+               outbound: Optional[int]) -> None:
+        """Step 5, for buffers with outbound sockets: count each one's `_PEER` key.
+
+        Per record length (`masks`: length -> 0xFF per record of that length), the family byte is
+        merged over the sport low byte of those records only (as big integers, like the columns),
+        then the key slices of the outbound ones are picked by `itertools.compress` (from slice
+        objects made once per record length and stride) and cut by `map`: no bytecode per socket.
+        """
+        count = end // longest
+        family = 0
+        for record_length, mask in masks:
+            shift = longest - record_length
+            family |= int.from_bytes(data[_FAMILY + shift : end + shift : longest], "little") & mask
+        for record_length, mask in masks:
+            start = _PEER_START + longest - record_length
+            column = int.from_bytes(data[start : end + start : longest], "little")
+            data[start : end + start : longest] = ((column & ~mask) | (family & mask)).to_bytes(count, "little")
+        with memoryview(data) as view:
+            frozen = view[:end].tobytes()  # bytes slices: hashable keys that outlive this buffer
+        for record_length, mask in masks:
+            selected = mask if outbound is None else mask & outbound
+            if selected:
+                _count_elements(self.peers, map(frozen.__getitem__, compress(
+                    self._key_slices(_PEER_START + longest - record_length, longest, count),
+                    selected.to_bytes(count, "little"))))
+
+    def _key_slices(self, start: int, stride: int, count: int) -> List[slice]:
+        """slice(start, start + 35) for each of `count` records (or more), kept for the next buffer."""
+        slices = self.slices.get((start, stride), [])
+        if len(slices) < count:
+            width = _PEER_END - _PEER_START
+            slices = [slice(offset, offset + width) for offset in range(start, start + stride * count, stride)]
+            self.slices[start, stride] = slices
+        return slices
 
 
 def _pad(view: memoryview, length: int, header: bytes, shorter: List[int], longest: int, out: bytearray) -> int:
@@ -607,6 +669,9 @@ def scan(remembered: Iterable[int] = (), ephemeral: Optional[Tuple[int, int]] = 
         dumper.close()
     local = _tally(slicer.local, slicer.walker.local)
     remote = _tally(slicer.remote, slicer.walker.remote)
+    peers = slicer.peers
+    for key, count in slicer.walker.peers.items():  # one address pair may be in both
+        peers[key] = peers.get(key, 0) + count
     totals = [0] * STATE_COUNT
     for states in (slicer.states, slicer.walker.states):
         for state, count in states.items():
@@ -615,4 +680,5 @@ def scan(remembered: Iterable[int] = (), ephemeral: Optional[Tuple[int, int]] = 
         key = listener.port << PORT_SHIFT | LISTEN
         local[key] = local.get(key, 0) + 1
     totals[LISTEN - 1] += len(listeners)
-    return ScanResult("netlink", local, remote, listeners, started, time.perf_counter() - clock, totals)
+    return ScanResult("netlink", local, remote, listeners, started, time.perf_counter() - clock, totals,
+                      largest_per_port({(key[1] << 8 | key[2], key): count for key, count in peers.items()}))

@@ -19,7 +19,7 @@ from collections import Counter
 
 from ..errors import ScanError
 from ..states import LISTEN, STATE_NAMES
-from .result import PORT_SHIFT, Listener, ScanResult, state_totals
+from .result import PORT_SHIFT, Listener, ScanResult, largest_per_port, state_totals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,7 +85,9 @@ def scan(remembered: Iterable[int] = ()) -> ScanResult:
             listeners.append(Listener(connection.laddr.port, family, connection.laddr.ip, 0, None, None,
                                       _owner(psutil, pid, uids), pid))
         else:
-            others.append((connection.laddr.port, connection.raddr.port if connection.raddr else 0, state))
+            remote_address = connection.raddr.ip if connection.raddr else ""
+            others.append((connection.laddr.port, connection.raddr.port if connection.raddr else 0, state,
+                           (connection.laddr.ip, remote_address)))
     if sys.platform.startswith("linux"):
         listeners = _exact_listeners(listeners)
         for listener in listeners:  # this method's uid is the process's, as on other systems
@@ -94,8 +96,11 @@ def scan(remembered: Iterable[int] = ()) -> ScanResult:
     inbound.update(remembered)
     local: "Counter[int]" = Counter(listener.port << PORT_SHIFT | LISTEN for listener in listeners)
     remote: "Counter[int]" = Counter()
-    for port, remote_port, state in others:
+    peers: "Counter[Tuple[int, Tuple[str, str]]]" = Counter()  # see `result.peers`
+    for port, remote_port, state, addresses in others:
         local[port << PORT_SHIFT | state] += 1
         if port not in inbound and remote_port:
             remote[remote_port << PORT_SHIFT | state] += 1
-    return ScanResult("psutil", local, remote, listeners, started, time.perf_counter() - clock, state_totals(local))
+            peers[remote_port, addresses] += 1
+    return ScanResult("psutil", local, remote, listeners, started, time.perf_counter() - clock, state_totals(local),
+                      largest_per_port(peers))

@@ -22,7 +22,7 @@ from collections import Counter
 
 from ..errors import ParseError, ScanError
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV
-from .result import PORT_SHIFT, Listener, ScanResult, state_totals
+from .result import PORT_SHIFT, Listener, ScanResult, largest_per_port, state_totals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,8 +84,10 @@ def _listeners(table: Table, listeners: List[Listener]) -> None:
         listeners.append(Listener(port, text_family, address, inode, accept_queue, None, uid))
 
 
-def _connections(table: Table, inbound: Set[int], local: "Counter[int]", remote: "Counter[int]") -> None:
-    """Second pass: every line by local port; the outbound ones by remote port too."""
+def _connections(table: Table, inbound: Set[int], local: "Counter[int]", remote: "Counter[int]",
+                 peers: "Counter[Tuple[int, Tuple[str, str]]]") -> None:
+    """Second pass: every line by local port; the outbound ones by remote port too, and by
+    (remote port, (local address, remote address)) as the file spells them (`result.peers`)."""
     path, family, lines = table
     address_width = 8 if family == socket.AF_INET else 32
     for line_number, line in enumerate(lines[1:], start=2):
@@ -94,7 +96,8 @@ def _connections(table: Table, inbound: Set[int], local: "Counter[int]", remote:
             continue
         try:
             local_address, local_port = fields[1].split(":")
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            remote_address, remote_hex_port = fields[2].split(":")
+            remote_port = int(remote_hex_port, 16)
             state = int(fields[3], 16)
             port = int(local_port, 16)
             if len(local_address) != address_width or not 0 <= port <= 0xFFFF or not 0 <= remote_port <= 0xFFFF:
@@ -108,6 +111,7 @@ def _connections(table: Table, inbound: Set[int], local: "Counter[int]", remote:
         local[port << PORT_SHIFT | state] += 1
         if state != LISTEN and port not in inbound:
             remote[remote_port << PORT_SHIFT | state] += 1
+            peers[remote_port, (local_address, remote_address)] += 1
 
 
 def _tables(root: str) -> List[Table]:
@@ -148,6 +152,8 @@ def scan(procfs_path: str = "", remembered: Iterable[int] = ()) -> ScanResult:
     inbound.update(remembered)
     local: "Counter[int]" = Counter()
     remote: "Counter[int]" = Counter()
+    peers: "Counter[Tuple[int, Tuple[str, str]]]" = Counter()
     for table in tables:
-        _connections(table, inbound, local, remote)
-    return ScanResult("procfs", local, remote, found, started, time.perf_counter() - clock, state_totals(local))
+        _connections(table, inbound, local, remote, peers)
+    return ScanResult("procfs", local, remote, found, started, time.perf_counter() - clock, state_totals(local),
+                      largest_per_port(peers))

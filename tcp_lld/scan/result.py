@@ -12,6 +12,16 @@ Which socket is tallied where (the same in every method):
   inbound. No ephemeral filter: busy proxies widen ip_local_port_range to 1024-65535, so the range
   cannot tell what a service port is. A loopback connection to a local service counts once
   inbound (server side) and once outbound (client side).
+- `peers`: per REMOTE port, the largest number of those outbound sockets (every state, TIME_WAIT
+  included: it still holds its local port) that share one (local address, remote address): the
+  kernel gives each such pair and remote port at most one socket per local port, so this number
+  against the size of the ephemeral range (`net.ipv4.ip_local_port_range`) says how close the
+  host is to running out of source ports towards one server. Addresses are compared as the
+  socket table shows them, family included: a v4-mapped IPv6 socket (`::ffff:10.0.0.5`) and an
+  IPv4 one to the same server count apart, though the kernel draws both from one range (two
+  programs on one host talking to one server over different socket families: rare). The scan
+  holds one counter per distinct pair and remote port: a few for an app server and its
+  databases, as many as the servers a crawler or proxy talks to (a ~35-byte key each).
 - `totals`: every socket per state, host-wide.
 
 Plain classes rather than `typing.NamedTuple`: importing `typing` costs ~14 ms per process, more
@@ -24,7 +34,7 @@ from ..states import STATE_COUNT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional
+    from typing import Dict, List, Optional, Tuple
 
     Tally = Dict[int, int]  # port << 4 | state -> sockets (a dict or a Counter)
 
@@ -55,10 +65,10 @@ class Listener:
 class ScanResult:
     """The raw result of one scan method: everything later steps need, nothing per socket."""
 
-    __slots__ = ("source", "local", "remote", "listeners", "started", "seconds", "totals")
+    __slots__ = ("source", "local", "remote", "listeners", "started", "seconds", "totals", "peers")
 
     def __init__(self, source: str, local: Tally, remote: Tally, listeners: List[Listener],
-                 started: float, seconds: float, totals: List[int]) -> None:
+                 started: float, seconds: float, totals: List[int], peers: Dict[int, int]) -> None:
         self.source = source  # netlink | procfs | psutil
         self.local = local  # port << 4 | state -> sockets whose LOCAL port is port
         self.remote = remote  # port << 4 | state -> outbound sockets whose REMOTE port is port
@@ -66,6 +76,7 @@ class ScanResult:
         self.started = started  # Unix time the scan started
         self.seconds = seconds  # how long it took
         self.totals = totals  # sockets per state, host-wide (`local` may leave ephemeral ports out)
+        self.peers = peers  # remote port -> the most outbound sockets of one (local, remote) address pair
 
     def listeners_by_port(self) -> Dict[int, List[Listener]]:
         """Port -> its listening sockets (IPv4, IPv6, SO_REUSEPORT siblings)."""
@@ -77,6 +88,19 @@ class ScanResult:
     @property
     def sockets(self) -> int:
         return sum(self.totals)
+
+
+def largest_per_port(sockets_by_peer: Dict[Tuple[int, object], int]) -> Dict[int, int]:
+    """(remote port, any key of the address pair) -> sockets, to remote port -> the largest count.
+
+    >>> largest_per_port({(5432, "a"): 3, (5432, "b"): 7, (6379, "a"): 1})
+    {5432: 7, 6379: 1}
+    """
+    largest: Dict[int, int] = {}
+    for (port, _), count in sockets_by_peer.items():
+        if count > largest.get(port, 0):
+            largest[port] = count
+    return largest
 
 
 def counts_for(tally: Tally, port: int) -> List[int]:

@@ -343,6 +343,8 @@ def test_values_equal_the_kernel(api, deployment, host):
         "tcp.port.state[3306,LISTEN]": 1,
         "tcp.remote.state[80,ESTABLISHED]": N_EST + N_QUEUED,
         "tcp.remote.state[3306,ESTABLISHED]": N_DB,
+        # every client of 80 is 127.0.0.1 -> 127.0.0.1: one address pair holds them all
+        "tcp.remote.peer_max[80]": N_EST + N_QUEUED,
     }
     # independent truth from ss while the sockets are held
     assert ss_count("established", "( sport = :80 )") == N_EST + N_QUEUED
@@ -414,6 +416,63 @@ def test_accept_queue_overflow_trigger_fires_on_both_hosts(api, deployment):
         for client in knockers:
             client.close()
         lab.close()
+
+
+def test_syn_cookie_trigger_fires_on_both_hosts(api, deployment):
+    """The kernel's SyncookiesSent, provoked in the host's namespace on loopback with the host's own
+    net.ipv4.tcp_syncookies=1 (no sysctl changed): a listener of ours with TCP_DEFER_ACCEPT and
+    backlog 1 keeps its clients' requests in its SYN queue (they send nothing), so once it holds
+    them every further SYN is answered with a cookie. Each knock first empties the accept queue,
+    where the cookies' connections land, so that new SYNs reach the cookie path instead of being
+    dropped as accept-queue overflows. (listen(0) alone no longer sends cookies on 6.x kernels,
+    which call the SYN queue full only past the backlog.) The SYN cookie trigger fires on both
+    hosts: the rate stays above 0 for {$TCP.TRIGGER.PERIOD} (1m here)."""
+    with open("/proc/sys/net/ipv4/tcp_syncookies") as setting:
+        if setting.read().strip() != "1":
+            pytest.skip("needs the host's net.ipv4.tcp_syncookies at its default, 1")
+    hostids = deployment["hosts"]
+    (port,) = free_ports(1, 24000, 24999)
+    listener = socket.socket()
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 60)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1)
+    listener.setblocking(False)
+    knockers = []
+
+    def knock():
+        while True:
+            try:
+                listener.accept()[0].close()
+            except BlockingIOError:
+                break
+        for _ in range(3):
+            client = socket.socket()
+            client.setblocking(False)
+            try:
+                client.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            knockers.append(client)
+
+    def fired():
+        state = {}
+        for name, hostid in hostids.items():
+            triggers = api.trigger.get(hostids=hostid, output=["description", "value"],
+                                       search={"description": "SYN cookies sent"})
+            keys = items_by_key(api, hostid)
+            state[name] = {"trigger": [t["value"] for t in triggers],
+                           "rate": keys.get("tcp.kernel.rate[SyncookiesSent]", {}).get("lastvalue"),
+                           "tcp_syncookies": keys.get("tcp.kernel.sysctl[net.ipv4.tcp_syncookies]", {}).get("lastvalue")}
+        return all("1" in s["trigger"] for s in state.values()), state
+
+    try:
+        state = wait_for("the SYN cookie trigger on both hosts", fired,
+                         poke=lambda: (knock(), check_now(api, deployment["master_ids"]())), timeout=300)
+        assert all(float(s["rate"]) > 0 and s["tcp_syncookies"] == "1" for s in state.values()), state
+    finally:
+        for client in knockers:
+            client.close()
+        listener.close()
 
 
 def test_listener_gone_fires_on_both_hosts(api, deployment):

@@ -31,8 +31,8 @@ class Sockets:
     def __init__(self) -> None:
         self.kept = []
 
-    def listen(self, address: str, port: int, reuseport: bool = False) -> socket.socket:
-        listener = self.keep(socket.socket())
+    def listen(self, address: str, port: int, reuseport: bool = False, family: int = socket.AF_INET) -> socket.socket:
+        listener = self.keep(socket.socket(family, socket.SOCK_STREAM))
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT if reuseport else socket.SO_REUSEADDR, 1)
         listener.bind((address, port))
         listener.listen(64)
@@ -117,28 +117,75 @@ def test_reuseport_listeners_are_counted_one_by_one(sockets, source):
 
 
 def ss_tallies(remembered=()):
-    """local, remote and totals by `result`'s rule, from `ss -tanH` in this namespace."""
+    """local, remote, totals and peers by `result`'s rule, from `ss -tanH` in this namespace;
+    peers: remote port -> the most outbound sockets of one (local address, peer address)."""
     rows = []
     for line in subprocess.run(["ss", "-tanH"], check=True, capture_output=True, text=True).stdout.splitlines():
         state, _, _, local, peer = line.split()[:5]
-        remote_port = peer.rsplit(":", 1)[1]
-        rows.append((int(local.rsplit(":", 1)[1]), 0 if remote_port == "*" else int(remote_port), parse_state(state)))
-    inbound = {port for port, _, state in rows if state == 10} | set(remembered)
-    local, remote = Counter(), Counter()
-    for port, remote_port, state in rows:
+        local_address, local_port = local.rsplit(":", 1)
+        peer_address, remote_port = peer.rsplit(":", 1)
+        rows.append((int(local_port), 0 if remote_port == "*" else int(remote_port), parse_state(state),
+                     (local_address, peer_address)))
+    inbound = {port for port, _, state, _ in rows if state == 10} | set(remembered)
+    local, remote, pairs = Counter(), Counter(), Counter()
+    for port, remote_port, state, addresses in rows:
         local[port << PORT_SHIFT | state] += 1
         if state != 10 and port not in inbound:
             remote[remote_port << PORT_SHIFT | state] += 1
-    return dict(local), dict(remote), state_totals(local)
+            pairs[remote_port, addresses] += 1
+    peers = {}
+    for (remote_port, _), count in pairs.items():
+        peers[remote_port] = max(peers.get(remote_port, 0), count)
+    return dict(local), dict(remote), state_totals(local), peers
 
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_every_source_agrees_with_ss(world, source):
     result = scan(source)
-    local, remote, totals = ss_tallies()
+    local, remote, totals, peers = ss_tallies()
     assert result.totals == totals
     assert dict(result.local) == local
     assert dict(result.remote) == remote
+    assert result.peers == peers
+    assert peers[8080] == 3  # over IPv4, IPv6 and v4-mapped IPv6: three address pairs (3, 2, 2)
+
+
+def _client_closes_first(listener: socket.socket, client: socket.socket) -> None:
+    """The client's side ends in TIME_WAIT, still holding its source port."""
+    server_side = listener.accept()[0]
+    client.shutdown(socket.SHUT_WR)
+    server_side.recv(1)  # the client's FIN arrived
+    server_side.close()
+    client.recv(1)  # and the server's: the client is in TIME_WAIT
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_peer_max_is_the_busiest_address_pair_of_an_outbound_port(sockets, source):
+    """Three servers on 5432 as this host sees them (127.0.0.2, 127.0.0.3, ::1) and a second local
+    address (127.0.0.4): the busiest pair, 127.0.0.1 -> 127.0.0.2, holds 5 ESTABLISHED and 4
+    TIME_WAIT sockets (TIME_WAIT keeps its source port): 9, while 5432 has 26 outbound sockets."""
+    subprocess.run(["ip", "addr", "add", "fd00::5/128", "dev", "lo", "nodad"], check=True)
+    servers = {address: sockets.listen(address, 5432, family=family) for address, family in
+               (("127.0.0.2", socket.AF_INET), ("127.0.0.3", socket.AF_INET), ("::1", socket.AF_INET6))}
+    plan = [("127.0.0.2", "127.0.0.1", 5, 4), ("127.0.0.3", "127.0.0.1", 7, 0),
+            ("127.0.0.2", "127.0.0.4", 3, 1), ("::1", "::1", 2, 2), ("::1", "fd00::5", 2, 0)]
+    for server, source_address, established, time_wait in plan:
+        family = servers[server].family
+        for index in range(established + time_wait):
+            client = sockets.keep(socket.socket(family, socket.SOCK_STREAM))
+            client.bind((source_address, 0))
+            client.connect((server, 5432))
+            if index < time_wait:
+                _client_closes_first(servers[server], client)
+            else:
+                sockets.keep(servers[server].accept()[0])
+    result = scan(source)
+    local, remote, totals, peers = ss_tallies()
+    assert dict(result.remote) == remote and result.totals == totals
+    assert sum(counts_for(result.remote, 5432)) == 26
+    assert counts_for(result.remote, 5432)[parse_state("TIME_WAIT") - 1] == 7
+    assert result.peers == peers
+    assert result.peers[5432] == 9
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +203,11 @@ def population():
 @pytest.mark.parametrize("source", SOURCES)
 def test_every_source_agrees_with_ss_and_the_truth_at_scale(population, source, remembered):
     result = scan(source, remembered)
-    local, remote, totals = ss_tallies(remembered)
+    local, remote, totals, peers = ss_tallies(remembered)
     assert result.totals == totals
     assert dict(result.local) == local
     assert dict(result.remote) == remote
+    assert result.peers == peers
     assert sum(totals) == sum(population.rows.values()) > 1500
 
 

@@ -6,6 +6,7 @@ recordings with a few requests answered differently (refused, cut short, truncat
 """
 
 import json
+import socket
 import struct
 import sys
 from collections import Counter
@@ -40,6 +41,29 @@ def truth(remembered=()):
     return dict(local), dict(remote), state_totals(local)
 
 
+def peer_truth(remembered=(), world=None):
+    """remote port -> the most outbound sockets of one (family, local address, remote address), read
+    record by record from the recorded legacy dump with a plain `struct` layout (the capture's
+    truth rows have no addresses)."""
+    inbound = set(EXPECTED["listening_ports"]) | set(remembered)
+    world = world or recording.load(FIXTURES / "world")
+    pairs = Counter()
+    for _, data in world[request_named(world, f"legacy-states-{netlink.CONNECTIONS_MASK:04x}.bin")]:
+        offset = 0
+        while offset < len(data):
+            length, message_type = struct.unpack_from("<IH", data, offset)
+            if message_type != netlink.TCPDIAG_GETSOCK:
+                break
+            family, state, sport, dport, source, destination = struct.unpack_from("!BB2xHH16s16s", data, offset + 16)
+            if state != LISTEN and sport not in inbound:
+                pairs[dport, family, source, destination] += 1
+            offset += length
+    largest = {}
+    for (port, *_), count in pairs.items():
+        largest[port] = max(largest.get(port, 0), count)
+    return largest
+
+
 def replay(monkeypatch, *scenarios, edit=None):
     """Make `netlink.Dumper` replay world/ with `scenarios` laid over it; returns the replayer."""
     world = recording.load(FIXTURES / "world", *(FIXTURES / name for name in scenarios))
@@ -65,6 +89,20 @@ def test_replayed_dumps_count_every_socket_exactly(monkeypatch, legacy):
     assert dict(result.remote) == remote
     assert result.totals == totals
     assert result.sockets == sum(count for *_, count in EXPECTED["rows"])
+    assert result.peers == peer_truth()
+
+
+def test_peer_max_is_the_busiest_address_pair_of_each_remote_port(monkeypatch):
+    """What the capture built: 253 clients of 8443 from 127.0.0.1 (3 of them from fixed high ports),
+    400 client-side TIME_WAIT to 3307 (TIME_WAIT still holds its local port), and 8080 reached over
+    IPv4 (3), IPv6 (2) and v4-mapped IPv6 (2): three address pairs, the largest counts."""
+    replay(monkeypatch)
+    peers = netlink.scan(remembered=[4444], ephemeral=EPHEMERAL).peers
+    _, remote, _ = truth(remembered=[4444])
+    assert (peers[8443], peers[3307], peers[8080]) == (253, 400, 3)
+    assert remote[8080 << PORT_SHIFT | STATE_NUMBER["ESTABLISHED"]] == 7
+    assert peers == peer_truth(remembered=[4444])
+    assert set(peers) == {key >> PORT_SHIFT for key in remote}
 
 
 def test_the_capture_spans_several_datagrams_per_dump():
@@ -144,6 +182,7 @@ def test_a_legacy_dump_cut_short_falls_back_to_per_family_dumps(monkeypatch):
     result = netlink.scan()
     local, remote, totals = truth()
     assert (dict(result.local), dict(result.remote), result.totals) == (local, remote, totals)
+    assert result.peers == peer_truth()
     names = [recording.name_of(request) for request in replayer.requests]
     assert names[2:] == ["legacy-states-1bfe.bin", "v2-inet-states-1bfe.bin", "v2-inet6-states-1bfe.bin"]
 
@@ -205,6 +244,7 @@ def test_records_of_mixed_headers_count_the_same(monkeypatch):
     result = netlink.scan()
     local, remote, totals = truth()
     assert (dict(result.local), dict(result.remote), result.totals) == (local, remote, totals)
+    assert result.peers == peer_truth()
 
 
 def test_slicing_counts_like_walking_record_by_record(monkeypatch):
@@ -221,6 +261,37 @@ def test_slicing_counts_like_walking_record_by_record(monkeypatch):
     assert (dict(columns.local), dict(columns.remote), columns.totals) == (dict(walked.local), dict(walked.remote), walked.totals)
     local, remote, totals = truth(remembered=[4444])
     assert dict(columns.remote) == remote and columns.totals == totals
+    assert columns.peers == walked.peers == peer_truth(remembered=[4444])
+
+
+@pytest.mark.parametrize("sliced", [True, False], ids=["columns", "record-by-record"])
+def test_an_ipv6_pair_is_never_merged_with_the_ipv4_pair_of_the_same_bytes(monkeypatch, sliced):
+    """IPv4 addresses sit in the first 4 of 16 address bytes, the rest zero: `7f00:1::` is
+    127.0.0.1's bytes. One client-side record to 8443 (127.0.0.1 -> 127.0.0.1) relabelled IPv6
+    is another address pair, so 8443's busiest pair loses it: 252, not 253."""
+    def relabelled(world):
+        request = request_named(world, "legacy-states-1bfe.bin")
+        inbound = set(EXPECTED["listening_ports"])
+        for index, (length, data) in enumerate(world[request]):
+            offset = 0
+            while offset < length:
+                message_length, message_type = struct.unpack_from("<IH", data, offset)
+                if message_type != netlink.TCPDIAG_GETSOCK:
+                    break
+                family, _, sport, dport = struct.unpack_from("!BB2xHH", data, offset + 16)
+                if dport == 8443 and sport not in inbound:
+                    data = bytearray(data)
+                    data[offset + 16] = socket.AF_INET6
+                    world[request][index] = (length, bytes(data))
+                    return
+                offset += message_length
+        pytest.fail("no client side of 8443 in the capture")
+    replay(monkeypatch, edit=relabelled)
+    if not sliced:
+        monkeypatch.setattr(netlink._Slicer, "_slice", lambda self, *buffer: None)
+    result = netlink.scan()
+    assert result.peers[8443] == 252
+    assert result.remote[8443 << PORT_SHIFT | STATE_NUMBER["ESTABLISHED"]] == 253
 
 
 def test_a_record_header_inside_a_payload_is_walked_not_miscounted(monkeypatch):
@@ -250,7 +321,7 @@ def test_a_record_header_inside_a_payload_is_walked_not_miscounted(monkeypatch):
         data[offset + 40 : offset + 52] = prefix  # inside id.idiag_dst
         chunks[index] = (length, bytes(data))
         world[request] = chunks
-    replay(monkeypatch, edit=forged)
+    replayer = replay(monkeypatch, edit=forged)
     walked = []
     walk = netlink._Walker.walk
     monkeypatch.setattr(netlink._Walker, "walk", lambda self, view, length, offset=0:
@@ -258,6 +329,7 @@ def test_a_record_header_inside_a_payload_is_walked_not_miscounted(monkeypatch):
     result = netlink.scan()
     local, remote, totals = truth()
     assert (dict(result.local), dict(result.remote), result.totals) == (local, remote, totals)
+    assert result.peers == peer_truth(world=replayer.recorded)
     assert any(length > 1000 and offset == 0 for length, offset in walked)  # the forged datagram, whole
 
 

@@ -222,7 +222,7 @@ def contract_document() -> dict[str, Any]:
             '5432': {**zero, 'LISTEN': 1, 'accept_queue': 0, 'accept_queue_max': None},
         },
         'total': {**zero, 'ESTABLISHED': 20},
-        'remote': {'3306': {**zero, 'ESTABLISHED': 8}},
+        'remote': {'3306': {**zero, 'ESTABLISHED': 8, 'peer_max': 6}},
         'kernel': KERNEL_EXAMPLE,
         'meta': {'source': 'netlink', 'version': '0.1.0', 'timestamp': 1763770000.123,
                  'scan_seconds': 0.0123, 'sockets': 402, 'ports': 2, 'remote_ports': 1,
