@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from netns import private_network_namespace
+from netns import KeptNamespace, private_network_namespace
 from tcp_lld.grace import GraceMemory
 from world import living_world
 
@@ -121,6 +121,9 @@ def test_connections_outliving_their_listener_stay_inbound(cli):
         server_side.close()
 
 
+WAIT_SECONDS = 60  # for the kernel to free a dead namespace's inode
+
+
 def test_a_namespace_reusing_a_dead_ones_inode_starts_empty(cli):
     """The kernel hands a dead namespace's inode to a later one: it must not inherit its
     listeners (as "gone") nor its cached counts."""
@@ -128,10 +131,23 @@ def test_a_namespace_reusing_a_dead_ones_inode_starts_empty(cli):
         listener = socket.create_server(("127.0.0.1", 7777))
         assert "7777" in cli.json("stats")["ports"]
         listener.close()
-    for _ in range(200):  # the dead namespace is cleaned up asynchronously: its inode comes back
-        with private_network_namespace() as inode:
-            if inode == first:
-                assert cli.json("stats")["ports"] == {}
-                assert cli.json("discovery") == {"data": []}
+    # The kernel numbers namespaces lowest-free-first and frees a dead one's number later, when its
+    # asynchronous clean-up has run (well over a second on a busy machine). Each miss is kept open,
+    # so the search climbs past every number in use and takes `first` as soon as it is free.
+    missed = []
+    deadline = time.monotonic() + WAIT_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            candidate = KeptNamespace()
+            if candidate.inode == first:
+                with candidate.entered():
+                    assert cli.json("stats")["ports"] == {}
+                    assert cli.json("discovery") == {"data": []}
+                candidate.close()
                 return
-    pytest.fail(f"no new namespace got inode {first} back in 200 tries; cannot show the case")
+            missed.append(candidate)
+            time.sleep(0.05)
+    finally:
+        for namespace in missed:
+            namespace.close()
+    pytest.fail(f"no new namespace got inode {first} back in {WAIT_SECONDS} s ({len(missed)} tries)")
