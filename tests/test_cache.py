@@ -11,8 +11,11 @@ import time
 
 import pytest
 
-from conftest import REPO
 from netns import private_network_namespace
+
+# not `from conftest import REPO`: which conftest module that name reaches depends on the
+# directories collected (tests/agent/conftest.py has no REPO)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.root  # real sockets in private network namespaces
 
