@@ -1,6 +1,8 @@
 """Real Zabbix agents for tests: Debian's zabbix_agentd and zabbix_agent2, started as user
-`zabbix` on a free loopback port with a UserParameter file the test gives, stopped by PID.
-Used by tests/agent (the shipped file) and tests/e2e (the shipped file with its e2e lines)."""
+`zabbix` (or root, for a test that must enter a network namespace) on a free loopback port with a
+UserParameter file the test gives, stopped by PID. Used by tests/agent (the shipped file) and
+tests/e2e (the shipped file with its e2e lines; agents in active mode get their ServerActive and
+Hostname through `settings`)."""
 
 import contextlib
 import os
@@ -10,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from socketlab import free_ports
 
@@ -61,8 +63,12 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: str, timeout: float 
 
 
 @contextlib.contextmanager
-def running_agent(kind: str, userparameters: str, hostname: str) -> Iterator[Agent]:
-    """An agent of `kind` with `userparameters` as its only Include, listening when this yields."""
+def running_agent(kind: str, userparameters: str, hostname: str, settings: Sequence[str] = (),
+                  user: str = "zabbix") -> Iterator[Agent]:
+    """An agent of `kind` with `userparameters` as its only Include, listening when this yields.
+    `settings`: more configuration lines, e.g. ServerActive=... for active checks. `user`: the
+    daemon's user, zabbix as in production; root only where a test needs privileges the agent
+    then hands down (zabbix_agentd gets AllowRoot=1)."""
     binary = AGENTS[kind][0]
     if not os.path.exists(binary):
         raise RuntimeError(f"{binary} missing: run `bash scripts/zabbix-stack install`")
@@ -81,7 +87,9 @@ def running_agent(kind: str, userparameters: str, hostname: str) -> Iterator[Age
         config = os.path.join(work, "agent.conf")
         lines = [f"LogFile={log}", "LogFileSize=0", "Server=127.0.0.1", "ListenIP=127.0.0.1",
                  f"ListenPort={port}", f"Hostname={hostname}", "Timeout=3",
-                 f"PidFile={work}/agent.pid", f"Include={included}"]
+                 f"PidFile={work}/agent.pid", f"Include={included}", *settings]
+        if user == "root" and kind == "zabbix_agentd":
+            lines.append("AllowRoot=1")
         if kind == "zabbix_agent2":
             lines.append(f"ControlSocket={work}/agent.sock")
             command = [binary, "-c", config]
@@ -93,7 +101,7 @@ def running_agent(kind: str, userparameters: str, hostname: str) -> Iterator[Age
         for path in (included, config):
             os.chmod(path, 0o644)
         with open(os.path.join(work, "stdout"), "w") as out:
-            proc = subprocess.Popen(command, user="zabbix", group="zabbix", extra_groups=[], cwd=work,
+            proc = subprocess.Popen(command, user=user, group=user, extra_groups=[], cwd=work,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         try:

@@ -1,7 +1,9 @@
 """End-to-end: real Zabbix servers on loopback, 6.0 (scripts/zabbix-stack) and 7.0 LTS
 (scripts/zabbix70-stack), the same template file imported into each through the API, hosts polled
 through a zabbix_agentd and a zabbix_agent2 of the test's own (Debian 12's 6.0 agents: a 7.0
-server polls them as it polls its own).
+server polls them as it polls its own). Beside the passive hosts: hosts of agents in active mode
+(linked to the active twin), and an "idle" host whose agent sees a private network namespace
+holding only idle listeners.
 
 Every e2e test runs once per server: `zabbix_stack` is a session fixture parametrized by server
 version, so pytest runs all tests on 6.0, stops what it started, then all on 7.0. Choose with
@@ -32,6 +34,7 @@ class Server:
     version: str
     stack: str  # scripts/zabbix-stack or scripts/zabbix70-stack
     web: str  # the frontend's base URL
+    trapper_port: int  # where agents in active mode connect (ServerActive)
 
     @property
     def api_url(self) -> str:
@@ -40,9 +43,10 @@ class Server:
 
 SERVERS = {
     "6.0": Server("6.0", os.path.join(REPO, "scripts", "zabbix-stack"),
-                  os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080")),
+                  os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080"), 10051),
     "7.0": Server("7.0", os.path.join(REPO, "scripts", "zabbix70-stack"),
-                  os.environ.get("ZBX70_STACK_WEB", "http://127.0.0.1:8081")),
+                  os.environ.get("ZBX70_STACK_WEB", "http://127.0.0.1:8081"),
+                  int(os.environ.get("ZBX70_STACK_SERVER_PORT", "10151"))),
 }
 E2E_SERVERS = [v.strip() for v in os.environ.get("TCP_LLD_E2E_SERVERS", "6.0,7.0").split(",") if v.strip()]
 assert set(E2E_SERVERS) <= set(SERVERS), f"TCP_LLD_E2E_SERVERS: unknown {set(E2E_SERVERS) - set(SERVERS)}"
@@ -106,9 +110,9 @@ def api(zabbix_stack):
     deadline = time.monotonic() + 60
     while True:
         try:
-            # 120 s per call, not 30: importing the template or deleting a host with its hundreds
-            # of items takes a loaded 2-core machine past 30 s
-            zapi = ZabbixAPI(url=zabbix_stack.api_url, user="Admin", password="zabbix", timeout=120)
+            # 300 s per call, not the library's 30: importing the template or deleting a host with
+            # its hundreds of items takes a loaded 2-core machine past 30 s
+            zapi = ZabbixAPI(url=zabbix_stack.api_url, user="Admin", password="zabbix", timeout=300)
             break
         except Exception as error:  # the frontend may still be warming up
             if time.monotonic() > deadline:
@@ -121,16 +125,18 @@ def api(zabbix_stack):
         pass
 
 
-def e2e_userparameters(kind: str) -> str:
+def e2e_userparameters(kind: str, prefix: str = "") -> str:
     """The shipped UserParameter file of one agent, the keys of E2E_COMMAND_LINES given their e2e
-    command line."""
+    command line; `prefix` goes before every command (the idle host's way into its namespace)."""
     lines = shipped_userparameters(kind).splitlines()
     replaced = set()
     for number, line in enumerate(lines):
-        key = line.partition("=")[2].partition(",")[0] if line.startswith("UserParameter=") else None
+        key, _, command = line.partition("=")[2].partition(",") if line.startswith("UserParameter=") else (None, "", "")
         if key in E2E_COMMAND_LINES:
-            lines[number] = f"UserParameter={key},{E2E_COMMAND_LINES[key]}"
+            command = E2E_COMMAND_LINES[key]
             replaced.add(key)
+        if key is not None:
+            lines[number] = f"UserParameter={key},{prefix}{command}"
     missing = set(E2E_COMMAND_LINES) - replaced
     assert not missing, f"agent_conf/{AGENTS[kind][1]}/tcp-lld.conf has no UserParameter for {sorted(missing)}"
     return "\n".join(lines) + "\n"
@@ -150,3 +156,56 @@ def agent_ports():
         except RuntimeError as error:  # missing binaries or an agent that would not start
             pytest.fail(str(error))
         yield ports
+
+
+@pytest.fixture(scope="session")
+def e2e_agent():
+    """e2e_agent(kind, hostname, settings): a context manager running one more agent with the e2e
+    UserParameter file, e.g. in active mode (settings: ServerActive=...); stopped by PID on exit."""
+    @contextlib.contextmanager
+    def start(kind: str, hostname: str, settings: list):
+        with contextlib.ExitStack() as running:
+            try:
+                agent = running.enter_context(
+                    running_agent(kind, e2e_userparameters(kind), hostname, settings=settings))
+            except RuntimeError as error:  # missing binaries or an agent that would not start
+                pytest.fail(str(error))
+            yield agent
+    return start
+
+
+# The idle host: listeners nobody connects to, in a network namespace of their own (the host's
+# namespace always has traffic: the test's sockets, the Zabbix stacks). Its agent runs as root only
+# to enter that namespace; tcp-lld itself runs as user zabbix, as the shipped file runs it.
+IDLE_PORTS = {22: "0.0.0.0", 80: "::", 5432: "127.0.0.1"}  # port -> bound address
+
+
+@pytest.fixture(scope="session")
+def idle_namespace():
+    """(path to enter, {port: address}): a private network namespace with only `lo` and the idle
+    listeners of IDLE_PORTS, kept by this process (nothing in it ever connects)."""
+    from netns import KeptNamespace
+    from socketlab import Lab
+
+    namespace, lab = KeptNamespace(), Lab()
+    try:
+        with namespace.entered():
+            for port, address in IDLE_PORTS.items():
+                lab.listener(port, address)
+        yield f"/proc/{os.getpid()}/fd/{namespace.descriptor}", dict(IDLE_PORTS)
+    finally:
+        lab.close()
+        namespace.close()
+
+
+@pytest.fixture(scope="session")
+def idle_agent_port(idle_namespace):
+    """Port of a zabbix_agentd whose tcp-lld calls run in the idle namespace, as user zabbix."""
+    path, _ = idle_namespace
+    enter = f"/usr/bin/nsenter --net={path} /usr/bin/setpriv --reuid=zabbix --regid=zabbix --clear-groups -- "
+    try:
+        with running_agent("zabbix_agentd", e2e_userparameters("zabbix_agentd", prefix=enter),
+                           "tcp-lld-e2e-idle", user="root") as agent:
+            yield agent.port
+    except RuntimeError as error:
+        pytest.fail(str(error))

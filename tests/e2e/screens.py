@@ -91,7 +91,9 @@ class Browser:
         return (self.driver.find_elements(By.CSS_SELECTOR, _EXPANDED_TAB)
                 or self.driver.find_elements(By.CSS_SELECTOR, _ACTIVE_TIME_TAB))
 
-    def _shot(self, url: str, path: str, collapse_filter: bool = False) -> str:
+    def _shot(self, url: str, path: str, collapse_filter: bool = False, element: str = "") -> str:
+        """Open `url`, save the page (or only the CSS `element` of it: readable at the width of a
+        README) to `path`, return the page's text."""
         self.driver.get(url)
         self._settled()
         if collapse_filter:  # click the filter tab like a person would, to show more rows
@@ -101,7 +103,12 @@ class Browser:
                 self._until("the filter to collapse", lambda driver: not self._expanded_filter_tabs())
                 self._settled()
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.driver.save_screenshot(path)
+        if element:
+            from selenium.webdriver.common.by import By
+
+            self.driver.find_element(By.CSS_SELECTOR, element).screenshot(path)
+        else:
+            self.driver.save_screenshot(path)
         return self._body()
 
     def latest_data(self, web: str, hostid: str, path: str, name: str = "") -> str:
@@ -114,3 +121,28 @@ class Browser:
         query = urlencode({"action": "charts.view", "filter_hostids[]": hostid, "filter_name": name,
                            "filter_show": 1, "filter_set": 1, "from": "now-5m", "to": "now"})
         return self._shot(f"{web}/zabbix.php?{query}", path, collapse_filter=True)
+
+    def _kiosk_shot(self, web: str, query: list, path: str, element: str, collapse_filter: bool = False) -> str:
+        """_shot() of a page in kiosk mode (no menu: the content gets the whole window). Kiosk mode
+        is a setting of the user, so the page is opened once more without it before returning."""
+        try:
+            return self._shot(f"{web}/zabbix.php?{urlencode(query + [('kiosk', 1)])}", path,
+                              collapse_filter=collapse_filter, element=element)
+        finally:
+            self.driver.get(f"{web}/zabbix.php?{urlencode(query + [('kiosk', 0)])}")
+            self._settled()
+
+    def dashboard(self, web: str, hostid: str, path: str) -> str:
+        """The host's template dashboard ("TCP ports") over the last 15 minutes, its widgets only."""
+        query = [("action", "host.dashboard.view"), ("hostid", hostid), ("from", "now-15m"), ("to", "now")]
+        return self._kiosk_shot(web, query, path, ".dashboard-grid")
+
+    def problems(self, web: str, hostid: str, path: str, ports: list) -> str:
+        """Monitoring > Problems for one host and the problems tagged with one of `ports` (the
+        template tags every per-port problem port=<port>), the filter folded, the list only."""
+        query = [("action", "problem.view"), ("filter_set", 1), ("hostids[]", hostid), ("show_tags", 0),
+                 ("evaltype", 2)]  # 2: tags combined with Or
+        for index, port in enumerate(ports):
+            query += [(f"tags[{index}][tag]", "port"), (f"tags[{index}][operator]", 1),  # 1: equals
+                      (f"tags[{index}][value]", port)]
+        return self._kiosk_shot(web, query, path, "table.list-table", collapse_filter=True)

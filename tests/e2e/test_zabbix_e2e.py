@@ -6,12 +6,16 @@ The test makes its own sockets in the host's network namespace on loopback (the 
   port 3306  : N_CW server sockets in CLOSE_WAIT + N_DB ESTABLISHED connections
   a 23xxx port: the "listener gone" test's own listener, opened and closed inside that test
 and asserts what Zabbix stored equals those numbers (and `ss`), through zabbix_agentd and
-zabbix_agent2 (one host each, agents started by conftest.py with its E2E_COMMAND_LINES).
+zabbix_agent2, each polled by the server (passive checks, template "TCP ports by Zabbix agent")
+and each in active mode (its twin "TCP ports by Zabbix agent active"): four hosts, agents started
+by conftest.py with its E2E_COMMAND_LINES. A fifth host, linked as a user would link it (no
+macro changed), sees only idle listeners in a namespace of their own and must show no problem.
 
 Every test passes alone and in any order: none depends on the order of API results, on another
 test having run, or on a socket another test changes; waits poll a condition, never sleep blind.
 """
 
+import contextlib
 import glob
 import os
 import re
@@ -27,17 +31,27 @@ pytestmark = pytest.mark.root  # runs a real Zabbix server, its database and age
 
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-HOSTS = {  # host name -> agent kind (conftest.py starts one agent of each kind)
-    "tcp-lld-agentd": "zabbix_agentd",
-    "tcp-lld-agent2": "zabbix_agent2",
+HOSTS = {  # host name -> (agent kind, mode); every test parametrized by host runs on each
+    "tcp-lld-agentd": ("zabbix_agentd", "passive"),
+    "tcp-lld-agent2": ("zabbix_agent2", "passive"),
+    "tcp-lld-agentd-active": ("zabbix_agentd", "active"),
+    "tcp-lld-agent2-active": ("zabbix_agent2", "active"),
 }
+IDLE_HOST = "tcp-lld-idle"
 GROUP = "tcp-lld e2e"
 N_EST, N_QUEUED, BACKLOG_80 = 4, 2, 64
 N_CW, N_DB = 3, 2
 LIMIT = 180  # s, for every wait on the server
 POKE_EVERY = 5  # s between "check now" requests
 
-TEMPLATE_NAME = "TCP ports by Zabbix agent"
+TEMPLATES = {"passive": "TCP ports by Zabbix agent", "active": "TCP ports by Zabbix agent active"}
+# "Execute now" does not exist for active checks (the agent decides when to check), so the active
+# hosts get short intervals instead, on the host (an inherited item's interval may be changed
+# there), as an admin would while testing; the template's own stay 1m and 15m.
+ACTIVE_DELAYS = {"tcp.port.stats": "5s", "tcp.port.discovery": "10s", "tcp.port.discovery.outbound": "10s"}
+# 6.0 agents refuse a RefreshActiveChecks below 60 s: the agents start once the server hands
+# out the hosts' checks, so their first request already gets them.
+ACTIVE_SETTINGS = ["RefreshActiveChecks=60", "BufferSend=1"]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -54,6 +68,30 @@ def wait_for(what, probe, poke=None, timeout=LIMIT):
         if poke:
             poke()
         time.sleep(POKE_EVERY)
+
+
+def active_checks(port, host):
+    """{key: delay} the server hands an agent in active mode for `host`: the agent protocol's
+    "active checks" request, as the agent sends it to ServerActive."""
+    import json
+    import struct
+
+    request = json.dumps({"request": "active checks", "host": host}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"ZBXD\x01" + struct.pack("<Q", len(request)) + request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer[:5] == b"ZBXD\x01", answer[:100]
+    response = json.loads(answer[13:])
+    return {check["key"]: seconds(check["delay"]) for check in response.get("data", [])}
+
+
+def seconds(interval) -> int:
+    """'5s', '1m', 5 or '5' -> seconds (the server may answer an interval in any of these forms)."""
+    text = str(interval)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
 def check_now(api, itemids):
@@ -140,7 +178,7 @@ def import_rules(api_version) -> dict:
 
 
 @pytest.fixture(scope="module")
-def deployment(api, scene, agent_ports, say):
+def deployment(api, scene, agent_ports, e2e_agent, say, zabbix_stack):
     """Template imported, one host per agent, discovery and the first values collected."""
     t0 = time.monotonic()
     files = sorted(glob.glob(os.path.join(REPO, "template", "*.yaml")))
@@ -149,9 +187,11 @@ def deployment(api, scene, agent_ports, say):
     for path in files:
         with open(path) as fh:
             assert api.configuration.import_(format="yaml", source=fh.read(), rules=rules) is True, path
-    templates = api.template.get(filter={"host": TEMPLATE_NAME}, output=["templateid"])
-    assert len(templates) == 1, f"template {TEMPLATE_NAME!r} not found after import"
-    templateid = templates[0]["templateid"]
+    templateids = {}
+    for mode, name in TEMPLATES.items():
+        templates = api.template.get(filter={"host": name}, output=["templateid"])
+        assert len(templates) == 1, f"template {name!r} not found after import"
+        templateids[mode] = templates[0]["templateid"]
 
     groups = api.hostgroup.get(filter={"name": GROUP}, output=["groupid"])
     groupid = groups[0]["groupid"] if groups else api.hostgroup.create(name=GROUP)["groupids"][0]
@@ -161,11 +201,13 @@ def deployment(api, scene, agent_ports, say):
     if old:
         api.host.delete(*[h["hostid"] for h in old])
     hosts = {}
-    for name, kind in HOSTS.items():
-        port = agent_ports[kind]
+    for name, (kind, mode) in HOSTS.items():
+        # an agent in active mode needs no interface: it connects to the server itself
+        interfaces = [{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "",
+                       "port": str(agent_ports[kind])}] if mode == "passive" else []
         hostid = api.host.create(
-            host=name, groups=[{"groupid": groupid}], templates=[{"templateid": templateid}],
-            interfaces=[{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": str(port)}],
+            host=name, groups=[{"groupid": groupid}], templates=[{"templateid": templateids[mode]}],
+            interfaces=interfaces,
             macros=[
                 # below the N_CW CLOSE_WAIT sockets the test holds on 3306: the trigger must fire
                 {"macro": '{$TCP.CLOSE_WAIT.MAX:"3306"}', "value": str(N_CW - 1)},
@@ -175,48 +217,70 @@ def deployment(api, scene, agent_ports, say):
             ],
         )["hostids"][0]
         hosts[name] = hostid
+    polled = [hosts[name] for name, (_, mode) in HOSTS.items() if mode == "passive"]
 
     def rules_of(hostid):
         return {r["key_"]: r for r in api.discoveryrule.get(
             hostids=hostid, output=["itemid", "key_", "state", "error", "lastclock"])}
 
     def master_ids():
-        return [items_by_key(api, h)["tcp.port.stats"]["itemid"] for h in hosts.values()]
+        """The passive hosts' master items: the ones "Execute now" can poke."""
+        return [items_by_key(api, h)["tcp.port.stats"]["itemid"] for h in polled]
 
-    rule_ids = [r["itemid"] for h in hosts.values() for r in rules_of(h).values()]
+    rule_ids = [r["itemid"] for h in polled for r in rules_of(h).values()]
 
-    # 1. discovery: re-send "check now" until the server's config cache knows the new items
-    def discovered():
-        state = {}
-        for name, hostid in hosts.items():
-            keys = items_by_key(api, hostid)
-            state[name] = {k: k in keys for k in ("tcp.port.state[80,ESTABLISHED]",
-                                                  "tcp.port.state[3306,CLOSE_WAIT]",
-                                                  "tcp.remote.state[3306,ESTABLISHED]")}
-        return all(all(v.values()) for v in state.values()), state
+    # 0. the agents in active mode: short intervals on their hosts, then the agents themselves once
+    # the server hands out those checks
+    active = {name: kind for name, (kind, mode) in HOSTS.items() if mode == "active"}
+    for name in active:
+        api.item.update([{"itemid": items_by_key(api, hosts[name])["tcp.port.stats"]["itemid"],
+                          "delay": ACTIVE_DELAYS["tcp.port.stats"]}])
+        api.discoveryrule.update([{"itemid": rule["itemid"], "delay": ACTIVE_DELAYS[key]}
+                                  for key, rule in rules_of(hosts[name]).items()])
 
-    wait_for("the discovery rules to create the per-port items", discovered,
-             poke=lambda: check_now(api, rule_ids))
+    def handed_out():
+        state = {name: active_checks(zabbix_stack.trapper_port, name) for name in active}
+        want = {key: seconds(delay) for key, delay in ACTIVE_DELAYS.items()}
+        return all(checks == want for checks in state.values()), state
 
-    # 2. values: poll the master items until the discovered dependent items have values
-    def collected():
-        state = {}
-        for name, hostid in hosts.items():
-            keys = items_by_key(api, hostid)
-            want = ["tcp.port.state[80,ESTABLISHED]", "tcp.port.state[3306,CLOSE_WAIT]",
-                    "tcp.port.accept_queue[80]", "tcp.remote.state[3306,ESTABLISHED]",
-                    "tcp.host.state[ESTABLISHED]"]
-            state[name] = {k: keys[k]["lastclock"] for k in want if k in keys}
-            if len(state[name]) < len(want) or "0" in state[name].values():
-                return False, state
-        return True, state
+    wait_for("the server to hand out the active hosts' checks at their short intervals", handed_out)
+    with contextlib.ExitStack() as agents:  # stopped by PID when the module's tests end
+        for name, kind in active.items():
+            agents.enter_context(e2e_agent(
+                kind, name, [f"ServerActive=127.0.0.1:{zabbix_stack.trapper_port}", *ACTIVE_SETTINGS]))
 
-    wait_for("values of the discovered items", collected, poke=lambda: check_now(api, master_ids()))
-    deployed = {"hosts": hosts, "templateid": templateid, "master_ids": master_ids, "rule_ids": rule_ids,
-                "setup_seconds": time.monotonic() - t0}
-    yield deployed
-    # what Zabbix collected, for the closing note: after the module's last test, whichever it was
-    say("\n" + report(api, deployed))
+        # 1. discovery: re-send "check now" until the server's config cache knows the new items
+        def discovered():
+            state = {}
+            for name, hostid in hosts.items():
+                keys = items_by_key(api, hostid)
+                state[name] = {k: k in keys for k in ("tcp.port.state[80,ESTABLISHED]",
+                                                      "tcp.port.state[3306,CLOSE_WAIT]",
+                                                      "tcp.remote.state[3306,ESTABLISHED]")}
+            return all(all(v.values()) for v in state.values()), state
+
+        wait_for("the discovery rules to create the per-port items", discovered,
+                 poke=lambda: check_now(api, rule_ids))
+
+        # 2. values: poll the master items until the discovered dependent items have values
+        def collected():
+            state = {}
+            for name, hostid in hosts.items():
+                keys = items_by_key(api, hostid)
+                want = ["tcp.port.state[80,ESTABLISHED]", "tcp.port.state[3306,CLOSE_WAIT]",
+                        "tcp.port.accept_queue[80]", "tcp.remote.state[3306,ESTABLISHED]",
+                        "tcp.host.state[ESTABLISHED]"]
+                state[name] = {k: keys[k]["lastclock"] for k in want if k in keys}
+                if len(state[name]) < len(want) or "0" in state[name].values():
+                    return False, state
+            return True, state
+
+        wait_for("values of the discovered items", collected, poke=lambda: check_now(api, master_ids()))
+        deployed = {"hosts": hosts, "templateid": templateids["passive"], "templateids": templateids,
+                    "master_ids": master_ids, "rule_ids": rule_ids, "setup_seconds": time.monotonic() - t0}
+        yield deployed
+        # what Zabbix collected, for the closing note: after the module's last test, whichever it was
+        say("\n" + report(api, deployed))
 
 
 # ------------------------------------------------------------------------------------- tests
@@ -251,11 +315,17 @@ def template_objects_in_file(path: str) -> dict:
     }
 
 
-def test_import_keeps_every_object(api, deployment):
-    """The one file, imported as it is (7.0 converts the 6.0 format itself), leaves every object of
+@pytest.mark.parametrize("mode", sorted(TEMPLATES))
+def test_import_keeps_every_object(api, deployment, mode):
+    """Each file, imported as it is (7.0 converts the 6.0 format itself), leaves every object of
     the file in the server: nothing dropped or duplicated by a conversion."""
-    (path,) = glob.glob(os.path.join(REPO, "template", "*.yaml"))
-    templateid = deployment["templateid"]
+    import yaml
+
+    paths = {yaml.safe_load(open(path))["zabbix_export"]["templates"][0]["name"]: path
+             for path in glob.glob(os.path.join(REPO, "template", "*.yaml"))}
+    assert sorted(paths) == sorted(TEMPLATES.values())
+    path = paths[TEMPLATES[mode]]
+    templateid = deployment["templateids"][mode]
     (template,) = api.template.get(templateids=templateid, output=["templateid"], selectMacros=["macro"],
                                    selectValueMaps=["name"], selectDashboards="count")
     ids = {"templateids": templateid}
@@ -280,7 +350,11 @@ def test_7_0_converts_as_the_template_readme_says(api, deployment, zabbix_stack)
     in the template group Templates/Applications, and no item gets a timeout of its own."""
     if zabbix_stack.version == "6.0":
         pytest.skip("a 7.0 conversion: nothing to convert on 6.0")
-    templateid = deployment["templateid"]
+    for templateid in deployment["templateids"].values():
+        check_7_0_conversion(api, templateid)
+
+
+def check_7_0_conversion(api, templateid):
     rules = api.discoveryrule.get(templateids=templateid, output=["key_", "lifetime", "lifetime_type",
                                                                   "enabled_lifetime_type", "timeout"])
     # lifetime_type 0: delete after `lifetime`; enabled_lifetime_type 1: never disable
@@ -379,10 +453,10 @@ def test_close_wait_trigger_fires_with_port_context_macro(api, deployment, host)
     assert not quiet, quiet
 
 
-def test_accept_queue_overflow_trigger_fires_on_both_hosts(api, deployment):
+def test_accept_queue_overflow_trigger_fires_on_every_host(api, deployment):
     """The kernel's ListenOverflows, provoked in the host's namespace on loopback: a listener of
     ours with backlog 0 that never accepts, and clients that keep knocking (each SYN the full
-    queue drops counts). The rate item gets values and the trigger fires on both hosts."""
+    queue drops counts). The rate item gets values and the trigger fires on every host."""
     hostids = deployment["hosts"]
     lab = Lab()
     knockers = []
@@ -409,7 +483,7 @@ def test_accept_queue_overflow_trigger_fires_on_both_hosts(api, deployment):
         return all("1" in s["trigger"] for s in state.values()), state
 
     try:
-        state = wait_for("the accept-queue overflow trigger on both hosts", fired,
+        state = wait_for("the accept-queue overflow trigger on every host", fired,
                          poke=lambda: (knock(), check_now(api, deployment["master_ids"]())), timeout=300)
         assert all(float(s["rate"]) > 0 for s in state.values()), state
     finally:
@@ -418,15 +492,15 @@ def test_accept_queue_overflow_trigger_fires_on_both_hosts(api, deployment):
         lab.close()
 
 
-def test_syn_cookie_trigger_fires_on_both_hosts(api, deployment):
+def test_syn_cookie_trigger_fires_on_every_host(api, deployment):
     """The kernel's SyncookiesSent, provoked in the host's namespace on loopback with the host's own
     net.ipv4.tcp_syncookies=1 (no sysctl changed): a listener of ours with TCP_DEFER_ACCEPT and
     backlog 1 keeps its clients' requests in its SYN queue (they send nothing), so once it holds
     them every further SYN is answered with a cookie. Each knock first empties the accept queue,
     where the cookies' connections land, so that new SYNs reach the cookie path instead of being
     dropped as accept-queue overflows. (listen(0) alone no longer sends cookies on 6.x kernels,
-    which call the SYN queue full only past the backlog.) The SYN cookie trigger fires on both
-    hosts: the rate stays above 0 for {$TCP.TRIGGER.PERIOD} (1m here)."""
+    which call the SYN queue full only past the backlog.) The SYN cookie trigger fires on every
+    host: the rate stays above 0 for {$TCP.TRIGGER.PERIOD} (1m here)."""
     with open("/proc/sys/net/ipv4/tcp_syncookies") as setting:
         if setting.read().strip() != "1":
             pytest.skip("needs the host's net.ipv4.tcp_syncookies at its default, 1")
@@ -466,7 +540,7 @@ def test_syn_cookie_trigger_fires_on_both_hosts(api, deployment):
         return all("1" in s["trigger"] for s in state.values()), state
 
     try:
-        state = wait_for("the SYN cookie trigger on both hosts", fired,
+        state = wait_for("the SYN cookie trigger on every host", fired,
                          poke=lambda: (knock(), check_now(api, deployment["master_ids"]())), timeout=300)
         assert all(float(s["rate"]) > 0 and s["tcp_syncookies"] == "1" for s in state.values()), state
     finally:
@@ -475,11 +549,12 @@ def test_syn_cookie_trigger_fires_on_both_hosts(api, deployment):
         listener.close()
 
 
-def test_listener_gone_fires_on_both_hosts(api, deployment):
-    """A listener of this test's own on a fresh port is discovered listening, then closed: tcp-lld
-    keeps the port with LISTEN 0 and the trigger fires (the agents' command line for this:
-    E2E_COMMAND_LINES in conftest.py)."""
-    hostids = deployment["hosts"]
+@contextlib.contextmanager
+def listener_gone(api, deployment, names):
+    """A listener of the caller's own on a fresh port, discovered listening on the hosts `names`,
+    then closed: tcp-lld keeps the port with LISTEN 0 and "Listener is gone" fires (the agents'
+    command line for this: E2E_COMMAND_LINES in conftest.py). Yields the port once fired."""
+    hostids = {name: deployment["hosts"][name] for name in names}
     lab = Lab()
     try:
         (gone,) = free_ports(1, 23000, 23999)
@@ -504,14 +579,86 @@ def test_listener_gone_fires_on_both_hosts(api, deployment):
             state = state_of_port()
             return all(s["LISTEN"] == "0" and s["gone"] == ["1"] for s in state.values()), state
 
-        wait_for(f"port {gone} discovered and listening on both hosts", listening,
+        wait_for(f"port {gone} discovered and listening on {sorted(names)}", listening,
                  poke=lambda: check_now(api, deployment["rule_ids"] + deployment["master_ids"]()))
         lab.close(listener)
         assert ss_count("listening", f"( sport = :{gone} )") == 0
         wait_for(f"'Listener is gone' on port {gone} (kept with LISTEN 0 by tcp-lld)", fired,
                  poke=lambda: check_now(api, deployment["master_ids"]()), timeout=150)
+        yield gone
     finally:
         lab.close()
+
+
+def test_listener_gone_fires_on_every_host(api, deployment):
+    with listener_gone(api, deployment, sorted(HOSTS)):
+        pass
+
+
+@pytest.mark.parametrize("host", sorted(name for name, (_, mode) in HOSTS.items() if mode == "active"))
+def test_active_hosts_are_fed_by_their_agent_alone(api, deployment, host):
+    """The active hosts have no interface the server could poll: their values (checked by the
+    tests above) come from the agent in active mode, through ZABBIX_ACTIVE items."""
+    hostid = deployment["hosts"][host]
+    (found,) = api.host.get(hostids=hostid, output=["hostid"], selectInterfaces=["interfaceid"])
+    assert found["interfaces"] == []
+    agent_checks = {item["key_"]: item["type"] for item in api.item.get(hostids=hostid, output=["key_", "type"])
+                    if item["type"] != "18"}  # 18: dependent
+    agent_checks.update({rule["key_"]: rule["type"] for rule in api.discoveryrule.get(hostids=hostid, output=["key_", "type"])})
+    assert agent_checks and set(agent_checks.values()) == {"7"}, agent_checks  # 7: Zabbix agent (active)
+    assert int(items_by_key(api, hostid)["tcp.lld.sockets"]["lastclock"]) > 0
+
+
+# ------------------------------------------------------------------------ a fresh, idle host
+@pytest.fixture(scope="module")
+def idle_host(api, deployment, idle_agent_port):
+    """A host linked to the template as a user links it (no macro changed), fed by an agent whose
+    tcp-lld sees the idle namespace (conftest.py: idle_namespace, idle_agent_port)."""
+    old = api.host.get(filter={"host": IDLE_HOST}, output=["hostid"])
+    if old:
+        api.host.delete(*[h["hostid"] for h in old])
+    (group,) = api.hostgroup.get(filter={"name": GROUP}, output=["groupid"])
+    return api.host.create(
+        host=IDLE_HOST, groups=[{"groupid": group["groupid"]}],
+        templates=[{"templateid": deployment["templateids"]["passive"]}],
+        interfaces=[{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": str(idle_agent_port)}],
+    )["hostids"][0]
+
+
+def test_fresh_host_with_idle_listeners_has_no_problem(api, idle_host, idle_namespace):
+    """Quiet defaults: listeners nobody talks to, discovered and collected twice with the
+    template's own macros, raise no problem. Their items say 0 connections although the host's own
+    namespace has N_EST on port 80: the agent really reads the idle namespace."""
+    _, idle_ports = idle_namespace
+    listen_keys = [f"tcp.port.state[{port},LISTEN]" for port in sorted(idle_ports)]
+    rule_ids = [rule["itemid"] for rule in api.discoveryrule.get(hostids=idle_host, output=["itemid"])]
+
+    def master_id():
+        return [items_by_key(api, idle_host)["tcp.port.stats"]["itemid"]]
+
+    def discovered():
+        keys = items_by_key(api, idle_host)
+        return all(key in keys for key in listen_keys), sorted(k for k in keys if k.startswith("tcp.port.state["))
+
+    wait_for(f"{IDLE_HOST}: its idle ports discovered", discovered, poke=lambda: check_now(api, rule_ids))
+    since = int(time.time())
+
+    def two_rounds():
+        """Two snapshots stored since every idle port had its items, each port's LISTEN = 1."""
+        keys = items_by_key(api, idle_host)
+        rounds = api.history.get(itemids=keys["tcp.lld.sockets"]["itemid"], history=3, time_from=since,
+                                 output=["clock", "value"])
+        listening = {key: keys[key]["lastvalue"] for key in listen_keys}
+        return len(rounds) >= 2 and set(listening.values()) == {"1"}, {"rounds": rounds, "LISTEN": listening}
+
+    wait_for(f"{IDLE_HOST}: two collection rounds", two_rounds, poke=lambda: check_now(api, master_id()))
+    keys = items_by_key(api, idle_host)
+    assert {port: keys[f"tcp.port.state[{port},ESTABLISHED]"]["lastvalue"] for port in idle_ports} \
+        == {port: "0" for port in idle_ports}
+    triggers = api.trigger.get(hostids=idle_host, output=["description", "value"], expandDescription=True)
+    assert len(triggers) > 20 and any("Listener is gone" in t["description"] for t in triggers), triggers
+    assert [t["description"] for t in triggers if t["value"] == "1"] == []
+    assert api.problem.get(hostids=idle_host, output=["name", "severity"]) == []
 
 
 def test_frontend_shows_the_items(api, deployment, zabbix_stack, capsys):
@@ -545,6 +692,42 @@ def test_frontend_shows_the_items(api, deployment, zabbix_stack, capsys):
         assert f"Displaying {len(expected)} of {len(expected)} found" in page, (expected, page[-500:])
     with capsys.disabled():
         print(f"\nscreenshots in {target}: latest-data.png, port-graph.png")
+
+
+def test_frontend_shows_the_dashboard_and_problems(api, deployment, zabbix_stack, capsys):
+    """The template dashboard, and Monitoring > Problems with a CLOSE_WAIT problem (the scene's
+    port 3306) and a "listener gone" one (a listener of this test's own), cropped to the width of
+    a README. Saved to docs/ like test_frontend_shows_the_items's pictures."""
+    from screens import Browser
+
+    web = zabbix_stack.web
+    to_docs = os.environ.get("TCP_LLD_SCREENSHOTS") == "1" and zabbix_stack.version == "6.0"
+    target = os.path.join(REPO, "docs") if to_docs else tempfile.mkdtemp(prefix=f"tcp-lld-shots-{zabbix_stack.version}-")
+    host = "tcp-lld-agentd"
+    hostid = deployment["hosts"][host]
+
+    def close_wait_problem():
+        names = [p["name"] for p in api.problem.get(hostids=hostid, output=["name"])]
+        return any(name.startswith("Port 3306") and "CLOSE_WAIT" in name for name in names), names
+
+    wait_for(f"{host}: the CLOSE_WAIT problem of port 3306", close_wait_problem,
+             poke=lambda: check_now(api, deployment["master_ids"]()), timeout=120)
+    with listener_gone(api, deployment, [host]) as gone:
+        with Browser(width=1000, height=1300) as browser:  # the list at the width of a README
+            browser.login(web, "Admin", "zabbix")
+            problems = browser.problems(web, hostid, os.path.join(target, "problems.png"), ["3306", str(gone)])
+        shown = [line for line in problems.splitlines() if re.search(r"Port \d+", line)]
+        assert len(shown) == 2, problems[-2000:]
+        assert any(re.search(r"Port 3306 .*CLOSE_WAIT over", line) for line in shown), shown
+        assert any(re.search(rf"Port {gone} .*No process listens on port {gone}", line) for line in shown), shown
+    # the dashboard's 24 columns need about 1280 px
+    with Browser(width=1280, height=1500) as browser:
+        browser.login(web, "Admin", "zabbix")
+        board = browser.dashboard(web, hostid, os.path.join(target, "dashboard.png"))
+    for graph in ("TCP: connections by state (host total)", "Port 80 (http", "Outbound port 3306 (mysql)"):
+        assert graph in board, board[-2000:]
+    with capsys.disabled():
+        print(f"\nscreenshots in {target}: problems.png, dashboard.png")
 
 
 def test_tcp_lld_error_lines_become_item_errors(api, deployment):

@@ -1,4 +1,6 @@
-"""Lint of template/tcp_ports_by_zabbix_agent.yaml against the contract and the real CLI.
+"""Lint of the templates (template/tcp_ports_by_zabbix_agent.yaml and its active twin,
+tcp_ports_by_zabbix_agent_active.yaml) against the contract and the real CLI. Every check of one
+template runs on both (the `export` fixture is parametrized by file).
 
 What a Zabbix import would only reveal on a live server (or never: a JSONPath that matches nothing
 just leaves an item without data) is checked here: UUIDs, master items, macros, trigger and graph
@@ -21,7 +23,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_FILE = ROOT / 'template' / 'tcp_ports_by_zabbix_agent.yaml'
+PASSIVE, ACTIVE = 'TCP ports by Zabbix agent', 'TCP ports by Zabbix agent active'
+TEMPLATE_FILES = {PASSIVE: ROOT / 'template' / 'tcp_ports_by_zabbix_agent.yaml',
+                  ACTIVE: ROOT / 'template' / 'tcp_ports_by_zabbix_agent_active.yaml'}
+TEMPLATE_FILE = TEMPLATE_FILES[PASSIVE]
+each_file = pytest.mark.parametrize('name', sorted(TEMPLATE_FILES))
 GENERATOR = ROOT / 'scripts' / 'gen-template'
 CONTRACT = ROOT / 'docs' / 'contract.md'
 AGENT_CONFS = sorted((ROOT / 'agent_conf').glob('*/tcp-lld.conf'))
@@ -43,9 +49,9 @@ def load_export(text: str) -> dict[str, Any]:
     return yaml.safe_load(text)['zabbix_export']
 
 
-@pytest.fixture(scope='module')
-def export() -> dict[str, Any]:
-    return load_export(TEMPLATE_FILE.read_text(encoding='utf-8'))
+@pytest.fixture(scope='module', params=sorted(TEMPLATE_FILES))
+def export(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return load_export(TEMPLATE_FILES[request.param].read_text(encoding='utf-8'))
 
 
 @pytest.fixture(scope='module')
@@ -288,23 +294,31 @@ def documents(real: dict[str, Any] | None) -> list[tuple[str, dict[str, Any], di
 # ------------------------------------------------------------------------------------------------
 # The checks.
 
-def test_generator_output_is_committed() -> None:
-    generated = subprocess.run([sys.executable, str(GENERATOR), '--stdout'], capture_output=True,
-                               text=True, check=True).stdout
-    assert generated == TEMPLATE_FILE.read_text(encoding='utf-8'), \
-        'template/tcp_ports_by_zabbix_agent.yaml is stale: run scripts/gen-template'
+@each_file
+def test_generator_output_is_committed(name: str) -> None:
+    path = TEMPLATE_FILES[name]
+    generated = subprocess.run([sys.executable, str(GENERATOR), '--stdout', path.name],
+                               capture_output=True, text=True, check=True).stdout
+    assert generated == path.read_text(encoding='utf-8'), \
+        f'template/{path.name} is stale: run scripts/gen-template'
+
+
+def test_the_generator_writes_only_the_two_templates() -> None:
+    assert sorted((ROOT / 'template').glob('*.yaml')) == sorted(TEMPLATE_FILES.values())
 
 
 def test_export_header(export: dict[str, Any], template: dict[str, Any]) -> None:
     assert export['version'] == '6.0'
-    assert template['template'] == template['name'] == 'TCP ports by Zabbix agent'
+    assert template['template'] == template['name'] in TEMPLATE_FILES
+    assert load_export(TEMPLATE_FILES[template['name']].read_text())['templates'] == [template]
     assert [group['name'] for group in template['groups']] == ['Templates/Applications']
     assert [group['name'] for group in export['groups']] == ['Templates/Applications']
 
 
-def test_no_yaml_anchors() -> None:
+@each_file
+def test_no_yaml_anchors(name: str) -> None:
     """Zabbix never exports anchors or aliases; keep the file in the shape it imports and diffs."""
-    assert not re.search(r'(^|\s)[&*]id\d+', TEMPLATE_FILE.read_text(encoding='utf-8'), re.M)
+    assert not re.search(r'(^|\s)[&*]id\d+', TEMPLATE_FILES[name].read_text(encoding='utf-8'), re.M)
 
 
 def test_every_scalar_is_a_string(export: dict[str, Any]) -> None:
@@ -442,11 +456,11 @@ def test_label_javascript(template: dict[str, Any]) -> None:
     ] == [' (mysql)', '']
 
 
-def check_expression(expression: str, known_keys: set[str], where: str) -> None:
+def check_expression(expression: str, known_keys: set[str], where: str, template_name: str) -> None:
     refs = list(function_refs(expression))
     assert refs, f'{where}: no item referenced in {expression}'
     for host, key in refs:
-        assert host == 'TCP ports by Zabbix agent', f'{where}: foreign host {host}'
+        assert host == template_name, f'{where}: foreign host {host}'
         assert key in known_keys, f'{where}: unknown item key {key}'
 
 
@@ -456,7 +470,7 @@ def test_triggers_reference_items_of_the_template(export: dict[str, Any],
     for trigger in host_triggers(export, template):
         for field in ('expression', 'recovery_expression'):
             if trigger.get(field):
-                check_expression(trigger[field], host_keys, trigger['name'])
+                check_expression(trigger[field], host_keys, trigger['name'], template['name'])
     for item in template['items']:
         for trigger in item.get('triggers', []):
             keys = {key for _, key in function_refs(trigger['expression'])}
@@ -466,7 +480,7 @@ def test_triggers_reference_items_of_the_template(export: dict[str, Any],
         for trigger in rule_triggers(rule):
             for field in ('expression', 'recovery_expression'):
                 if trigger.get(field):
-                    check_expression(trigger[field], rule_keys, trigger['name'])
+                    check_expression(trigger[field], rule_keys, trigger['name'], template['name'])
             assert '{#' in trigger['expression'], f'{trigger["name"]}: prototype without LLD macro'
         for item in rule['item_prototypes']:
             for trigger in item.get('trigger_prototypes', []):
@@ -505,7 +519,7 @@ def test_graphs_reference_items_of_the_template(export: dict[str, Any],
     enabled |= {item['key'] for item in template['items'] if item.get('status') != 'DISABLED'}
     for graph, keys in graphs:
         for graph_item in graph['graph_items']:
-            assert graph_item['item']['host'] == 'TCP ports by Zabbix agent'
+            assert graph_item['item']['host'] == template['name']
             assert graph_item['item']['key'] in keys, f'{graph["name"]}: {graph_item}'
             assert graph_item['item']['key'] in enabled, f'{graph["name"]}: disabled item'
 
@@ -633,13 +647,13 @@ def test_lint_catches_a_broken_template(template: dict[str, Any]) -> None:
     with pytest.raises(AssertionError, match='matches nothing'):
         check_jsonpaths(broken, label, document, ports)
     broken['discovery_rules'][0]['trigger_prototypes'][0]['expression'] += \
-        ' and last(/TCP ports by Zabbix agent/no.such.key)=0'
+        f' and last(/{template["name"]}/no.such.key)=0'
     with pytest.raises(AssertionError, match='unknown item key'):
         for trigger in rule_triggers(broken['discovery_rules'][0]):
             check_expression(trigger['expression'],
                              {i['key'] for i in broken['items']}
                              | {i['key'] for i in broken['discovery_rules'][0]['item_prototypes']},
-                             trigger['name'])
+                             trigger['name'], template['name'])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -689,18 +703,19 @@ echo $errors ? implode("\n", $errors)."\n" : "OK\n";
 '''
 
 
-def test_zabbix_frontend_accepts_the_template(tmp_path: Path) -> None:
+@each_file
+def test_zabbix_frontend_accepts_the_template(tmp_path: Path, name: str) -> None:
     """Schema (strict: no unknown tags), trigger expressions and item keys as the 6.0 import
     checks them, without a server or credentials."""
     assert shutil.which('php') and (ZABBIX_UI / 'include/classes/import/validators/C60XmlValidator.php').exists(), \
         'needs php and the Zabbix 6.0 frontend in /usr/share/zabbix (scripts/zabbix-stack install)'
     script = tmp_path / 'check.php'
     script.write_text(FRONTEND_CHECK)
-    good = subprocess.run(['php', str(script), str(ZABBIX_UI), str(TEMPLATE_FILE)],
+    good = subprocess.run(['php', str(script), str(ZABBIX_UI), str(TEMPLATE_FILES[name])],
                           capture_output=True, text=True, timeout=120)
     assert good.stdout == 'OK\n', good.stdout + good.stderr
     broken = tmp_path / 'broken.yaml'
-    broken.write_text(TEMPLATE_FILE.read_text().replace("lifetime: '7d'",
+    broken.write_text(TEMPLATE_FILES[name].read_text().replace("lifetime: '7d'",
                                                         "lifetime_type: DELETE_NEVER", 1))
     bad = subprocess.run(['php', str(script), str(ZABBIX_UI), str(broken)], capture_output=True,
                          text=True, timeout=120)
@@ -717,15 +732,28 @@ def template_cost(path: Path = TEMPLATE_FILE) -> dict[str, Any]:
     result = subprocess.run([sys.executable, str(COST_SCRIPT), '--json', str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode in (0, 1), result.stderr
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)[path.name]
 
 
-def test_reference_host_stays_within_one_value_per_second() -> None:
+@each_file
+def test_reference_host_stays_within_one_value_per_second(name: str) -> None:
     """50 listening + 10 outbound ports, 5 + 3 of them busy: at most 1 stored value/s."""
-    figures = template_cost()
+    figures = template_cost(TEMPLATE_FILES[name])
     assert figures['total']['values_per_second'] <= 1.0, figures
     # what a problem needs is still there: the e2e-checked items of every port exist
     assert figures['listening_port']['enabled'] >= 5 and figures['outbound_port']['enabled'] >= 3
+
+
+def test_the_twins_cost_the_same() -> None:
+    """scripts/template-cost on the committed files reports both, with the same figures."""
+    result = subprocess.run([sys.executable, str(COST_SCRIPT), '--json'], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures.keys() == {path.name for path in TEMPLATE_FILES.values()}
+    passive, active = (figures[TEMPLATE_FILES[name].name] for name in (PASSIVE, ACTIVE))
+    assert passive == active
+    assert passive['total']['items'] > 300
 
 
 def test_readme_publishes_the_cost_figures() -> None:
@@ -824,10 +852,10 @@ def test_listener_gone_waits_for_the_period(template: dict[str, Any]) -> None:
     stay open on the hourly heartbeat (recovery only when a listener is back)."""
     (local,) = [rule for rule in template['discovery_rules'] if rule['key'] == 'tcp.port.discovery']
     (gone,) = [trigger for trigger in rule_triggers(local) if trigger['name'].endswith('gone')]
-    assert 'nodata(/TCP ports by Zabbix agent/tcp.port.state[{#PORT},LISTEN],' \
+    assert f'nodata(/{template["name"]}/tcp.port.state[{{#PORT}},LISTEN],' \
            '{$TCP.LISTEN.GONE.PERIOD})=1' in gone['expression']
     assert gone['recovery_mode'] == 'RECOVERY_EXPRESSION'
-    assert 'last(/TCP ports by Zabbix agent/tcp.port.state[{#PORT},LISTEN])>0' in \
+    assert f'last(/{template["name"]}/tcp.port.state[{{#PORT}},LISTEN])>0' in \
         gone['recovery_expression']
 
 
@@ -842,7 +870,7 @@ def test_dashboard_widgets_show_graphs_of_the_template(export: dict[str, Any],
     cells = set()
     for widget in widgets:
         (shown,) = [field for field in widget['fields'] if field['name'] == 'graphid']
-        assert shown['value']['host'] == 'TCP ports by Zabbix agent'
+        assert shown['value']['host'] == template['name']
         known = prototypes if shown['type'] == 'GRAPH_PROTOTYPE' else graphs
         assert shown['value']['name'] in known, shown
         x, y = int(widget.get('x', '0')), int(widget.get('y', '0'))
@@ -866,3 +894,61 @@ def test_capacity_thresholds_per_port_are_off_until_set(template: dict[str, Any]
         assert users, macro
         for trigger in users:
             assert trigger['expression'].startswith(guarded), trigger['name']
+
+
+# ------------------------------------------------------------------------------------------------
+# The active twin (issue 10): Zabbix's "... by Zabbix agent active" convention.
+
+def agent_objects(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items, discovery rules and item prototypes the agent answers (not dependent ones)."""
+    objects = template['items'] + template['discovery_rules'] + [
+        item for rule in template['discovery_rules'] for item in rule['item_prototypes']]
+    return [obj for obj in objects if obj.get('type', 'ZABBIX_PASSIVE') in AGENT_TYPES]
+
+
+def as_passive(export: dict[str, Any]) -> dict[str, Any]:
+    """The active twin with its differences undone: no UUIDs, the passive template's name in every
+    reference, agent objects without a type (passive is the default), no description."""
+    def undo(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {field: undo(value) for field, value in node.items()
+                    if field != 'uuid' and (field, value) != ('type', 'ZABBIX_ACTIVE')}
+        if isinstance(node, list):
+            return [undo(value) for value in node]
+        return PASSIVE if node == ACTIVE else node.replace(f'/{ACTIVE}/', f'/{PASSIVE}/')
+
+    undone = undo(export)
+    for template in undone['templates']:
+        template['template'] = template['name'] = PASSIVE
+        template.pop('description')
+    return undone
+
+
+def test_active_twin_has_the_same_objects_with_active_checks() -> None:
+    passive = load_export(TEMPLATE_FILES[PASSIVE].read_text(encoding='utf-8'))
+    active = load_export(TEMPLATE_FILES[ACTIVE].read_text(encoding='utf-8'))
+    (passive_template,), (active_template,) = passive['templates'], active['templates']
+    assert {obj.get('type', 'ZABBIX_PASSIVE') for obj in agent_objects(passive_template)} == \
+        {'ZABBIX_PASSIVE'}
+    active_keys = {obj['key'] for obj in agent_objects(active_template)}
+    assert {obj.get('type') for obj in agent_objects(active_template)} == {'ZABBIX_ACTIVE'}
+    # the master item and both discovery rules; every dependent item stays dependent
+    assert {'tcp.port.stats', 'tcp.port.discovery', 'tcp.port.discovery.outbound'} <= active_keys
+    assert as_passive(active) == as_passive(passive)
+    # and the comparison can fail: a dependent item made active is a difference
+    active_template['items'][1]['type'] = 'ZABBIX_ACTIVE'
+    assert as_passive(active) != as_passive(passive)
+
+
+def test_twins_have_distinct_uuids_but_share_the_group() -> None:
+    """Both templates can live in one server: no object of one is taken for the other's."""
+    passive, active = (load_export(TEMPLATE_FILES[name].read_text(encoding='utf-8'))
+                       for name in (PASSIVE, ACTIVE))
+
+    def uuids(export: dict[str, Any]) -> set[str]:
+        body = {field: value for field, value in export.items() if field != 'groups'}
+        return {node['uuid'] for node in walk(body) if isinstance(node, dict) and 'uuid' in node}
+
+    assert len(uuids(passive)) == len(uuids(active)) > 100
+    assert not uuids(passive) & uuids(active)
+    assert passive['groups'] == active['groups']
