@@ -362,7 +362,6 @@ class _Slicer:
         self.remote: Tally = {}
         self.states: Tally = {}  # kernel state -> count, sliced records; walked ones in walker.states
         self.peers: Dict[bytes, int] = {}  # `_PEER` key -> outbound sockets, sliced records
-        self.slices: Dict[Tuple[int, int], List[slice]] = {}  # see `_key_slices`
         self.walker = _Walker(data_type, sieve)  # for what slicing cannot take
         self.lengths: Set[int] = set()  # record lengths met in this dump
         self.out = bytearray()  # the regrouped buffer, reused: a fresh one per batch costs page faults
@@ -488,8 +487,9 @@ class _Slicer:
 
         Per record length (`masks`: length -> 0xFF per record of that length), the family byte is
         merged over the sport low byte of those records only (as big integers, like the columns),
-        then the key slices of the outbound ones are picked by `itertools.compress` (from slice
-        objects made once per record length and stride) and cut by `map`: no bytecode per socket.
+        then the start and end offsets of the outbound ones' keys are picked by `itertools.compress`
+        and the keys cut by `map`: no bytecode per socket, and no slice object for an inbound one
+        (a cache of slice objects for every record cost ~1 MiB of peak memory at 100k sockets).
         """
         count = end // longest
         family = 0
@@ -505,18 +505,12 @@ class _Slicer:
         for record_length, mask in masks:
             selected = mask if outbound is None else mask & outbound
             if selected:
-                _count_elements(self.peers, map(frozen.__getitem__, compress(
-                    self._key_slices(_PEER_START + longest - record_length, longest, count),
-                    selected.to_bytes(count, "little"))))
-
-    def _key_slices(self, start: int, stride: int, count: int) -> List[slice]:
-        """slice(start, start + 35) for each of `count` records (or more), kept for the next buffer."""
-        slices = self.slices.get((start, stride), [])
-        if len(slices) < count:
-            width = _PEER_END - _PEER_START
-            slices = [slice(offset, offset + width) for offset in range(start, start + stride * count, stride)]
-            self.slices[start, stride] = slices
-        return slices
+                start = _PEER_START + longest - record_length
+                flags = selected.to_bytes(count, "little")
+                width = _PEER_END - _PEER_START
+                _count_elements(self.peers, map(frozen.__getitem__, map(
+                    slice, compress(range(start, end, longest), flags),
+                    compress(range(start + width, end + width, longest), flags))))
 
 
 def _pad(view: memoryview, length: int, header: bytes, shorter: List[int], longest: int, out: bytearray) -> int:

@@ -453,17 +453,18 @@ def test_close_wait_trigger_fires_with_port_context_macro(api, deployment, host)
     assert not quiet, quiet
 
 
-def test_accept_queue_overflow_trigger_fires_on_every_host(api, deployment):
-    """The kernel's ListenOverflows, provoked in the host's namespace on loopback: a listener of
-    ours with backlog 0 that never accepts, and clients that keep knocking (each SYN the full
-    queue drops counts). The rate item gets values and the trigger fires on every host."""
-    hostids = deployment["hosts"]
-    lab = Lab()
+def knock_until_fired(api, deployment, trigger: str, item_keys: list, port: int, accept=None) -> dict:
+    """Knock on our listener at 127.0.0.1:`port` (non-blocking connects, three per poke; with
+    `accept`, first accept and close whatever is queued) until the trigger named `trigger` fires
+    on every host. Returns each host's trigger values and the last values of `item_keys`."""
     knockers = []
-    (port,) = free_ports(1, 24000, 24999)
-    lab.listener(port, backlog=0)
 
     def knock():
+        while accept is not None:
+            try:
+                accept()[0].close()
+            except BlockingIOError:
+                break
         for _ in range(3):
             client = socket.socket()
             client.setblocking(False)
@@ -475,20 +476,34 @@ def test_accept_queue_overflow_trigger_fires_on_every_host(api, deployment):
 
     def fired():
         state = {}
-        for name, hostid in hostids.items():
+        for name, hostid in deployment["hosts"].items():
             triggers = api.trigger.get(hostids=hostid, output=["description", "value"],
-                                       search={"description": "Accept queue overflowing"})
-            rate = items_by_key(api, hostid).get("tcp.kernel.rate[ListenOverflows]", {})
-            state[name] = {"trigger": [t["value"] for t in triggers], "rate": rate.get("lastvalue")}
+                                       search={"description": trigger})
+            keys = items_by_key(api, hostid)
+            state[name] = {"trigger": [t["value"] for t in triggers],
+                           **{key: keys.get(key, {}).get("lastvalue") for key in item_keys}}
         return all("1" in s["trigger"] for s in state.values()), state
 
     try:
-        state = wait_for("the accept-queue overflow trigger on every host", fired,
-                         poke=lambda: (knock(), check_now(api, deployment["master_ids"]())), timeout=300)
-        assert all(float(s["rate"]) > 0 for s in state.values()), state
+        return wait_for(f"the trigger {trigger!r} on every host", fired,
+                        poke=lambda: (knock(), check_now(api, deployment["master_ids"]())), timeout=300)
     finally:
         for client in knockers:
             client.close()
+
+
+def test_accept_queue_overflow_trigger_fires_on_every_host(api, deployment):
+    """The kernel's ListenOverflows, provoked in the host's namespace on loopback: a listener of
+    ours with backlog 0 that never accepts, and clients that keep knocking (each SYN the full
+    queue drops counts). The rate item gets values and the trigger fires on every host."""
+    lab = Lab()
+    (port,) = free_ports(1, 24000, 24999)
+    lab.listener(port, backlog=0)
+    try:
+        rate = "tcp.kernel.rate[ListenOverflows]"
+        state = knock_until_fired(api, deployment, "Accept queue overflowing", [rate], port)
+        assert all(float(s[rate]) > 0 for s in state.values()), state
+    finally:
         lab.close()
 
 
@@ -504,48 +519,17 @@ def test_syn_cookie_trigger_fires_on_every_host(api, deployment):
     with open("/proc/sys/net/ipv4/tcp_syncookies") as setting:
         if setting.read().strip() != "1":
             pytest.skip("needs the host's net.ipv4.tcp_syncookies at its default, 1")
-    hostids = deployment["hosts"]
     (port,) = free_ports(1, 24000, 24999)
     listener = socket.socket()
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 60)
     listener.bind(("127.0.0.1", port))
     listener.listen(1)
     listener.setblocking(False)
-    knockers = []
-
-    def knock():
-        while True:
-            try:
-                listener.accept()[0].close()
-            except BlockingIOError:
-                break
-        for _ in range(3):
-            client = socket.socket()
-            client.setblocking(False)
-            try:
-                client.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
-            knockers.append(client)
-
-    def fired():
-        state = {}
-        for name, hostid in hostids.items():
-            triggers = api.trigger.get(hostids=hostid, output=["description", "value"],
-                                       search={"description": "SYN cookies sent"})
-            keys = items_by_key(api, hostid)
-            state[name] = {"trigger": [t["value"] for t in triggers],
-                           "rate": keys.get("tcp.kernel.rate[SyncookiesSent]", {}).get("lastvalue"),
-                           "tcp_syncookies": keys.get("tcp.kernel.sysctl[net.ipv4.tcp_syncookies]", {}).get("lastvalue")}
-        return all("1" in s["trigger"] for s in state.values()), state
-
     try:
-        state = wait_for("the SYN cookie trigger on every host", fired,
-                         poke=lambda: (knock(), check_now(api, deployment["master_ids"]())), timeout=300)
-        assert all(float(s["rate"]) > 0 and s["tcp_syncookies"] == "1" for s in state.values()), state
+        rate, setting = "tcp.kernel.rate[SyncookiesSent]", "tcp.kernel.sysctl[net.ipv4.tcp_syncookies]"
+        state = knock_until_fired(api, deployment, "SYN cookies sent", [rate, setting], port, listener.accept)
+        assert all(float(s[rate]) > 0 and s[setting] == "1" for s in state.values()), state
     finally:
-        for client in knockers:
-            client.close()
         listener.close()
 
 
