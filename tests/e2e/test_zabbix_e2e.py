@@ -15,12 +15,14 @@ Every test passes alone and in any order: none depends on the order of API resul
 test having run, or on a socket another test changes; waits poll a condition, never sleep blind.
 """
 
+import collections
 import contextlib
 import glob
 import os
 import re
 import socket
 import tempfile
+import threading
 import time
 
 import pytest
@@ -453,11 +455,18 @@ def test_close_wait_trigger_fires_with_port_context_macro(api, deployment, host)
     assert not quiet, quiet
 
 
+KNOCK_EVERY = 1  # s between knocks: more often than any host is polled (active hosts: 5 s)
+KNOCKERS_KEPT = 90  # client sockets kept open at once; older ones are closed
+
+
 def knock_until_fired(api, deployment, trigger: str, item_keys: list, port: int, accept=None) -> dict:
-    """Knock on our listener at 127.0.0.1:`port` (non-blocking connects, three per poke; with
-    `accept`, first accept and close whatever is queued) until the trigger named `trigger` fires
-    on every host. Returns each host's trigger values and the last values of `item_keys`."""
-    knockers = []
+    """Knock on our listener at 127.0.0.1:`port` (three non-blocking connects every KNOCK_EVERY s,
+    from a thread; with `accept`, first accept and close whatever is queued) until the trigger
+    named `trigger` fires on every host. The kernel triggers want the rate above 0 in every value
+    of their period, so there must be knocks between ANY two polls, not only when we poke.
+    Returns each host's trigger values and the last values of `item_keys`."""
+    knockers = collections.deque()
+    stop = threading.Event()
 
     def knock():
         while accept is not None:
@@ -473,6 +482,12 @@ def knock_until_fired(api, deployment, trigger: str, item_keys: list, port: int,
             except BlockingIOError:
                 pass
             knockers.append(client)
+        while len(knockers) > KNOCKERS_KEPT:
+            knockers.popleft().close()
+
+    def keep_knocking():
+        while not stop.wait(KNOCK_EVERY):
+            knock()
 
     def fired():
         state = {}
@@ -484,10 +499,15 @@ def knock_until_fired(api, deployment, trigger: str, item_keys: list, port: int,
                            **{key: keys.get(key, {}).get("lastvalue") for key in item_keys}}
         return all("1" in s["trigger"] for s in state.values()), state
 
+    knock()
+    knocking = threading.Thread(target=keep_knocking, name="knocking", daemon=True)
+    knocking.start()
     try:
         return wait_for(f"the trigger {trigger!r} on every host", fired,
-                        poke=lambda: (knock(), check_now(api, deployment["master_ids"]())), timeout=300)
+                        poke=lambda: check_now(api, deployment["master_ids"]()), timeout=300)
     finally:
+        stop.set()
+        knocking.join()
         for client in knockers:
             client.close()
 
