@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from zabbix_hosts import delete_hosts
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HOST = "tcp-lld-ansible"
 GROUP = "tcp-lld e2e"
@@ -53,13 +55,13 @@ def bare_host(api):
     """A host with an agent interface and no template, deleted afterwards."""
     old = api.host.get(filter={"host": HOST}, output=["hostid"])
     if old:
-        api.host.delete(*[host["hostid"] for host in old])
+        delete_hosts(api, [host["hostid"] for host in old])
     groups = api.hostgroup.get(filter={"name": GROUP}, output=["groupid"])
     groupid = groups[0]["groupid"] if groups else api.hostgroup.create(name=GROUP)["groupids"][0]
     hostid = api.host.create(host=HOST, groups=[{"groupid": groupid}], interfaces=[
         {"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": "10050"}])["hostids"][0]
     yield hostid
-    api.host.delete(hostid)
+    delete_hosts(api, [hostid])
 
 
 def test_role_imports_and_links_the_template(api, zabbix_stack, bare_host, tmp_path):

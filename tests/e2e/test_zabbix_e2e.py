@@ -28,6 +28,7 @@ import time
 import pytest
 
 from socketlab import Lab, can_listen, free_ports, ss_count, ss_listen_queue
+from zabbix_hosts import delete_hosts
 
 pytestmark = pytest.mark.root  # runs a real Zabbix server, its database and agents
 
@@ -201,7 +202,7 @@ def deployment(api, scene, agent_ports, e2e_agent, say, zabbix_stack):
     # fresh hosts on every run: no values or problems left from an earlier run
     old = api.host.get(filter={"host": list(HOSTS)}, output=["hostid"])
     if old:
-        api.host.delete(*[h["hostid"] for h in old])
+        delete_hosts(api, [h["hostid"] for h in old])
     hosts = {}
     for name, (kind, mode) in HOSTS.items():
         # an agent in active mode needs no interface: it connects to the server itself
@@ -620,7 +621,7 @@ def idle_host(api, deployment, idle_agent_port):
     tcp-lld sees the idle namespace (conftest.py: idle_namespace, idle_agent_port)."""
     old = api.host.get(filter={"host": IDLE_HOST}, output=["hostid"])
     if old:
-        api.host.delete(*[h["hostid"] for h in old])
+        delete_hosts(api, [h["hostid"] for h in old])
     (group,) = api.hostgroup.get(filter={"name": GROUP}, output=["groupid"])
     return api.host.create(
         host=IDLE_HOST, groups=[{"groupid": group["groupid"]}],
