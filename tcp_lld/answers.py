@@ -14,8 +14,9 @@ answering, see `AnswerView`). ASCII lines, no JSON library on the cached path::
 
 Counts are in `STATE_NAMES` order. `peer max`: the most outbound sockets of one (local address,
 remote address) pair to that port (`ScanResult.peers`; 0 for a remembered port with no sockets).
-Each format change bumps the magic: an older file is refused (and rescanned), never misread. The end line is written last and checked first: a torn,
-truncated or altered file is no answer at all, never a wrong one.
+Each format change bumps the magic: an older file is refused (and rescanned), never misread. The
+end line is written last and checked first: a torn, truncated or altered file is no answer at
+all, never a wrong one.
 """
 
 from __future__ import annotations
