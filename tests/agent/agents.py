@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 from socketlab import free_ports
 
@@ -64,11 +64,12 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: str, timeout: float 
 
 @contextlib.contextmanager
 def running_agent(kind: str, userparameters: str, hostname: str, settings: Sequence[str] = (),
-                  user: str = "zabbix") -> Iterator[Agent]:
+                  user: str = "zabbix", environment: Optional[Mapping[str, str]] = None) -> Iterator[Agent]:
     """An agent of `kind` with `userparameters` as its only Include, listening when this yields.
     `settings`: more configuration lines, e.g. ServerActive=... for active checks. `user`: the
     daemon's user, zabbix as in production; root only where a test needs privileges the agent
-    then hands down (zabbix_agentd gets AllowRoot=1)."""
+    then hands down (zabbix_agentd gets AllowRoot=1). `environment`: more variables for the
+    daemon, which its UserParameter commands inherit."""
     binary = AGENTS[kind][0]
     if not os.path.exists(binary):
         raise RuntimeError(f"{binary} missing: run `bash scripts/zabbix-stack install`")
@@ -103,7 +104,7 @@ def running_agent(kind: str, userparameters: str, hostname: str, settings: Seque
         with open(os.path.join(work, "stdout"), "w") as out:
             proc = subprocess.Popen(command, user=user, group=user, extra_groups=[], cwd=work,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    env={**os.environ, **(environment or {})}, start_new_session=True)
         try:
             _wait_listening(port, proc, log)
             yield Agent(kind, port, config, proc)

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 import contextlib
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -35,18 +38,44 @@ class Server:
     stack: str  # scripts/zabbix-stack or scripts/zabbix70-stack
     web: str  # the frontend's base URL
     trapper_port: int  # where agents in active mode connect (ServerActive)
+    run_dir: str  # where its stack keeps pid files
+    log_dir: str  # and logs
 
     @property
     def api_url(self) -> str:
         return f"{self.web}/api_jsonrpc.php"
 
+    def last_words(self, lines: int = 25) -> str:
+        """Whether zabbix_server runs and the end of its log: a test that fails on a server which
+        died (out of configuration cache, say) shows why, in the CI output that is all one has."""
+        pid_file = os.path.join(self.run_dir, "zabbix_server.pid")
+        log_file = os.path.join(self.log_dir, "zabbix_server.log")
+        try:
+            with open(pid_file) as fh:
+                pid = int(fh.read().split()[0])
+            os.kill(pid, 0)
+            state = f"zabbix_server {self.version} runs (pid {pid})"
+        except (OSError, ValueError, IndexError):
+            state = f"zabbix_server {self.version} is NOT running (no live pid in {pid_file})"
+        try:
+            with open(log_file, errors="replace") as fh:
+                tail = fh.readlines()[-lines:]
+        except OSError as error:
+            tail = [f"(no log: {error})\n"]
+        return state + f"; the last {len(tail)} lines of {log_file}:\n" + "".join(tail)
 
+
+ZBX70_ROOT = os.path.join(os.environ.get("ZBX70_STACK_DIR", "/var/lib/tcp-lld-zbx70"), "root")
 SERVERS = {
     "6.0": Server("6.0", os.path.join(REPO, "scripts", "zabbix-stack"),
-                  os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080"), 10051),
+                  os.environ.get("ZBX_STACK_WEB", "http://127.0.0.1:8080"), 10051,
+                  os.environ.get("ZBX_STACK_RUN", "/run/tcp-lld-stack"),
+                  os.environ.get("ZBX_STACK_LOGS", "/var/log/tcp-lld-stack")),
     "7.0": Server("7.0", os.path.join(REPO, "scripts", "zabbix70-stack"),
                   os.environ.get("ZBX70_STACK_WEB", "http://127.0.0.1:8081"),
-                  int(os.environ.get("ZBX70_STACK_SERVER_PORT", "10151"))),
+                  int(os.environ.get("ZBX70_STACK_SERVER_PORT", "10151")),
+                  os.path.join(ZBX70_ROOT, "run/tcp-lld-stack"),
+                  os.path.join(ZBX70_ROOT, "var/log/tcp-lld-stack")),
 }
 E2E_SERVERS = [v.strip() for v in os.environ.get("TCP_LLD_E2E_SERVERS", "6.0,7.0").split(",") if v.strip()]
 assert set(E2E_SERVERS) <= set(SERVERS), f"TCP_LLD_E2E_SERVERS: unknown {set(E2E_SERVERS) - set(SERVERS)}"
@@ -103,6 +132,17 @@ def zabbix_stack(request, pytestconfig) -> Server:
         _say(pytestconfig, stopped.stderr.rstrip())
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed e2e test (or its set-up) reports its server's state and the end of its log."""
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    if report.failed and callspec and "zabbix_stack" in callspec.params:
+        server = SERVERS[callspec.params["zabbix_stack"]]
+        report.sections.append((f"zabbix_server {server.version}", server.last_words()))
+
+
 @pytest.fixture(scope="session")
 def api(zabbix_stack):
     from zabbix_utils import ZabbixAPI
@@ -143,7 +183,22 @@ def e2e_userparameters(kind: str, prefix: str = "") -> str:
 
 
 @pytest.fixture(scope="session")
-def agent_ports():
+def e2e_environment():
+    """The e2e agents' environment: a tcp-lld cache directory of their own (owned by zabbix, gone
+    after the session). With the shared default, the e2e hosts would discover every listener and
+    outbound port the suite's earlier tests left in the grace memory (hundreds: thousands of items
+    per host, and an e2e whose size depends on which tests ran before it)."""
+    zabbix = pwd.getpwnam("zabbix")
+    directory = tempfile.mkdtemp(prefix="tcp-lld-e2e-cache-")
+    os.chown(directory, zabbix.pw_uid, zabbix.pw_gid)
+    try:
+        yield {"TCP_LLD_CACHE_DIR": directory}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def agent_ports(e2e_environment):
     """kind -> port of a zabbix_agentd and a zabbix_agent2 started for this session as user
     `zabbix` on free loopback ports with e2e_userparameters(); stopped by PID afterwards. The
     same two agents serve every server of the session (their Server=127.0.0.1 admits each).
@@ -151,7 +206,8 @@ def agent_ports():
     change: see E2E_COMMAND_LINES.)"""
     with contextlib.ExitStack() as agents:
         try:
-            ports = {kind: agents.enter_context(running_agent(kind, e2e_userparameters(kind), f"tcp-lld-e2e-{kind}")).port
+            ports = {kind: agents.enter_context(running_agent(kind, e2e_userparameters(kind), f"tcp-lld-e2e-{kind}",
+                                                              environment=e2e_environment)).port
                      for kind in sorted(AGENTS)}
         except RuntimeError as error:  # missing binaries or an agent that would not start
             pytest.fail(str(error))
@@ -159,7 +215,7 @@ def agent_ports():
 
 
 @pytest.fixture(scope="session")
-def e2e_agent():
+def e2e_agent(e2e_environment):
     """e2e_agent(kind, hostname, settings): a context manager running one more agent with the e2e
     UserParameter file, e.g. in active mode (settings: ServerActive=...); stopped by PID on exit."""
     @contextlib.contextmanager
@@ -167,7 +223,8 @@ def e2e_agent():
         with contextlib.ExitStack() as running:
             try:
                 agent = running.enter_context(
-                    running_agent(kind, e2e_userparameters(kind), hostname, settings=settings))
+                    running_agent(kind, e2e_userparameters(kind), hostname, settings=settings,
+                                  environment=e2e_environment))
             except RuntimeError as error:  # missing binaries or an agent that would not start
                 pytest.fail(str(error))
             yield agent
@@ -199,13 +256,13 @@ def idle_namespace():
 
 
 @pytest.fixture(scope="session")
-def idle_agent_port(idle_namespace):
+def idle_agent_port(idle_namespace, e2e_environment):
     """Port of a zabbix_agentd whose tcp-lld calls run in the idle namespace, as user zabbix."""
     path, _ = idle_namespace
     enter = f"/usr/bin/nsenter --net={path} /usr/bin/setpriv --reuid=zabbix --regid=zabbix --clear-groups -- "
     try:
         with running_agent("zabbix_agentd", e2e_userparameters("zabbix_agentd", prefix=enter),
-                           "tcp-lld-e2e-idle", user="root") as agent:
+                           "tcp-lld-e2e-idle", user="root", environment=e2e_environment) as agent:
             yield agent.port
     except RuntimeError as error:
         pytest.fail(str(error))
