@@ -62,18 +62,26 @@ def parse_port_ranges(text: str) -> PortRanges:
 
 
 def scope(addresses: Iterable[str]) -> str:
-    """`any` for a wildcard bind (`::ffff:0.0.0.0` too), `loopback` when only loopback, else `address`."""
-    import ipaddress
+    """`any` for a wildcard bind (`::ffff:0.0.0.0` too), `loopback` when only loopback, else `address`.
 
-    parsed = []
-    for text in addresses:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-        parsed.append(getattr(address, "ipv4_mapped", None) or address)
-    if any(address.is_unspecified for address in parsed):
+    Addresses come as inet_ntop writes them, so plain string tests decide (the `ipaddress` module
+    would cost discovery a third of its run on a small host, in imports alone).
+
+    >>> scope(["127.0.0.1", "::1"]), scope(["::ffff:0.0.0.0"]), scope(["10.0.0.1%eth0"])
+    ('loopback', 'any', 'address')
+    """
+    plain = [_unmapped(text) for text in addresses]
+    if any(text in ("0.0.0.0", "::") for text in plain):
         return "any"
-    if parsed and all(address.is_loopback for address in parsed):
+    if plain and all(text.startswith("127.") or text == "::1" for text in plain):
         return "loopback"
     return "address"
+
+
+def _unmapped(text: str) -> str:
+    """The address without its zone (`%eth0`), an IPv4-mapped one as its IPv4 form."""
+    text = text.split("%", 1)[0].lower()
+    return text[7:] if text.startswith("::ffff:") and "." in text else text
 
 
 def _optional(lookup: Callable[[], str]) -> str:

@@ -46,29 +46,54 @@ def process_name(pid: int) -> str:
 
 
 def owners(inodes: Iterable[int]) -> Dict[int, Tuple[int, str]]:
-    """Socket inode -> (pid, name) of the lowest-numbered process holding it (a pre-fork master)."""
+    """Socket inode -> (pid, name) of the lowest-numbered process holding it (a pre-fork master).
+
+    Processes of our own network namespace are searched first and the others only for sockets none
+    of those holds: on a host with containers, or where the caller runs in a namespace of its own,
+    most descriptors on the machine belong to sockets of other namespaces, and one readlink of
+    `ns/net` per process saves listing all of theirs.
+    """
     wanted = {f"socket:[{inode}]": inode for inode in inodes if inode}
     found: Dict[int, Tuple[int, str]] = {}
     if not wanted:
         return found
     try:
         pids = sorted((entry for entry in os.listdir(PROC) if entry.isdigit()), key=int)
+        ours = os.readlink(os.path.join(PROC, "self", "ns", "net"))
     except OSError:
         return found
+    elsewhere = []
     for pid in pids:
-        fd_directory = os.path.join(PROC, pid, "fd")
         try:
-            descriptors = os.listdir(fd_directory)
+            namespace = os.readlink(os.path.join(PROC, pid, "ns", "net"))
         except OSError:
-            continue  # not ours, or gone
-        for descriptor in descriptors:
-            try:
-                target = os.readlink(os.path.join(fd_directory, descriptor))
-            except OSError:
-                continue
-            inode = wanted.get(target)
-            if inode is not None and inode not in found:
-                found[inode] = (int(pid), process_name(int(pid)))
-                if len(found) == len(wanted):
-                    return found  # a database's 100k connections come after its listeners
+            continue  # not ours to read (its descriptors are not either), or gone
+        if namespace != ours:
+            elsewhere.append(pid)
+        elif _search(pid, wanted, found):
+            return found
+    for pid in elsewhere:
+        if _search(pid, wanted, found):
+            return found
     return found
+
+
+def _search(pid: str, wanted: Dict[str, int], found: Dict[int, Tuple[int, str]]) -> bool:
+    """Record the wanted sockets process `pid` holds; True once every one is found (a database's
+    100k connections come after its listeners: no need to read them)."""
+    fd_directory = os.path.join(PROC, pid, "fd")
+    try:
+        descriptors = os.listdir(fd_directory)
+    except OSError:
+        return False  # not ours, or gone
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(os.path.join(fd_directory, descriptor))
+        except OSError:
+            continue
+        inode = wanted.get(target)
+        if inode is not None and inode not in found:
+            found[inode] = (int(pid), process_name(int(pid)))
+            if len(found) == len(wanted):
+                return True
+    return False

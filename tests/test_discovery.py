@@ -1,5 +1,6 @@
 """`tcp-lld discovery`: LLD rows of listening ports, merged per port, with user, process, service."""
 
+import json
 import os
 import pwd
 import socket
@@ -107,3 +108,34 @@ def test_discovery_of_an_empty_namespace_is_an_empty_list(cli):
 
     with private_network_namespace():
         assert cli.json("discovery") == {"data": []}
+
+
+def test_a_listener_held_from_another_namespace_still_names_its_process(tmp_path):
+    """The walk reads our namespace's processes first; a socket only a process elsewhere holds (this
+    test, back in its own namespace) is found in the second pass."""
+    import subprocess
+    import sys
+
+    from netns import KeptNamespace
+    from tcp_lld.processes import process_name
+
+    namespace = KeptNamespace()
+    try:
+        with namespace.entered():
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 8765))
+            listener.listen()
+        try:
+            done = subprocess.run(
+                ["nsenter", f"--net=/proc/{os.getpid()}/fd/{namespace.descriptor}",
+                 sys.executable, "-m", "tcp_lld", "discovery"],
+                capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)),
+                env={**os.environ, "TCP_LLD_CACHE_DIR": str(tmp_path / "cache")})
+        finally:
+            listener.close()
+    finally:
+        namespace.close()
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    (row,) = json.loads(done.stdout)["data"]
+    assert row["{#PORT}"] == "8765"
+    assert row["{#PROCESS}"] == process_name(os.getpid()) != ""
