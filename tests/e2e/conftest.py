@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Sequence
 
 import pytest
 
@@ -198,28 +199,11 @@ def e2e_environment():
 
 
 @pytest.fixture(scope="session")
-def agent_ports(e2e_environment):
-    """kind -> port of a zabbix_agentd and a zabbix_agent2 started for this session as user
-    `zabbix` on free loopback ports with e2e_userparameters(); stopped by PID afterwards. The
-    same two agents serve every server of the session (their Server=127.0.0.1 admits each).
-    (The stack's own agents on 10050/10060 include the installed file, which the e2e may not
-    change: see E2E_COMMAND_LINES.)"""
-    with contextlib.ExitStack() as agents:
-        try:
-            ports = {kind: agents.enter_context(running_agent(kind, e2e_userparameters(kind), f"tcp-lld-e2e-{kind}",
-                                                              environment=e2e_environment)).port
-                     for kind in sorted(AGENTS)}
-        except RuntimeError as error:  # missing binaries or an agent that would not start
-            pytest.fail(str(error))
-        yield ports
-
-
-@pytest.fixture(scope="session")
 def e2e_agent(e2e_environment):
-    """e2e_agent(kind, hostname, settings): a context manager running one more agent with the e2e
+    """e2e_agent(kind, hostname, settings): a context manager running an agent with the e2e
     UserParameter file, e.g. in active mode (settings: ServerActive=...); stopped by PID on exit."""
     @contextlib.contextmanager
-    def start(kind: str, hostname: str, settings: list):
+    def start(kind: str, hostname: str, settings: Sequence[str] = ()):
         with contextlib.ExitStack() as running:
             try:
                 agent = running.enter_context(
@@ -229,6 +213,18 @@ def e2e_agent(e2e_environment):
                 pytest.fail(str(error))
             yield agent
     return start
+
+
+@pytest.fixture(scope="session")
+def agent_ports(e2e_agent):
+    """kind -> port of a zabbix_agentd and a zabbix_agent2 started for this session as user
+    `zabbix` on free loopback ports with e2e_userparameters(); stopped by PID afterwards. The
+    same two agents serve every server of the session (their Server=127.0.0.1 admits each).
+    (The stack's own agents on 10050/10060 include the installed file, which the e2e may not
+    change: see E2E_COMMAND_LINES.)"""
+    with contextlib.ExitStack() as agents:
+        yield {kind: agents.enter_context(e2e_agent(kind, f"tcp-lld-e2e-{kind}")).port
+               for kind in sorted(AGENTS)}
 
 
 # The idle host: listeners nobody connects to, in a network namespace of their own (the host's
