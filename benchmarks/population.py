@@ -2,7 +2,8 @@
 
 Run only inside a namespace of its own (``unshare -n``): it changes the namespace's sysctls and
 adds addresses on its ``lo``.  ``python3 benchmarks/population.py --size 100000`` builds one
-population, prints ``ss -s`` and a per-state tally, and keeps it until Enter (or --hold seconds).
+population, prints ``ss -s`` and a per-state tally, and keeps it (TIME_WAIT topped up) until Enter
+(or --hold seconds).
 
 Population at size N, in one of three MIXES (everything over loopback, both ends inside the
 namespace; shares are of all sockets):
@@ -47,6 +48,7 @@ EPHEMERAL = (10000, 65535)            # ip_local_port_range set in the namespace
 CLIENT_PORTS = (10000, 65000)         # explicit client ports (inside the ephemeral range)
 V6_CLIENT_ADDRS = 256                 # fd00::1:0..ff on lo
 TW_LIFETIME = 60.0
+TOP_UP_EVERY = 5.0                    # seconds between top-ups while a population is held
 BATCH = 2000
 HOLDER_PAIRS = 8000                   # kept pairs per holder process (2 fds each)
 
@@ -444,14 +446,26 @@ def main(argv=None):
     print("built %d sockets in %.2f s" % (a.size, secs))
     subprocess.run(["ss", "-s"])
     print(state_tally())
-    if a.hold is None:
-        try:
-            input("Enter to exit ")
-        except EOFError:
-            pass
-    else:
-        time.sleep(a.hold)
+    hold(pop, a.hold)
     pop.close()
+
+
+def hold(pop, seconds=None):
+    """Keep `pop` at its size until Enter (or for `seconds`): TIME_WAIT sockets expire after 60 s,
+    so the ones that did are re-created every few seconds; a hand measurement made minutes after
+    the build then still sees the mix it asked for."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    if seconds is None:
+        print("Enter to exit ", end="", flush=True)
+    while deadline is None or time.monotonic() < deadline:
+        wait = TOP_UP_EVERY if deadline is None else max(0.0, min(TOP_UP_EVERY, deadline - time.monotonic()))
+        if deadline is None:
+            if select.select([sys.stdin], [], [], wait)[0]:
+                sys.stdin.readline()  # Enter, or end of input
+                return
+        else:
+            time.sleep(wait)
+        pop.top_up()
 
 
 if __name__ == "__main__":
