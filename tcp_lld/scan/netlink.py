@@ -21,6 +21,10 @@ only. Remote ports are never sieved. Outbound sockets are also counted per (fami
 local address, remote address), for `ScanResult.peers`: one bytes slice per OUTBOUND socket, picked
 at C speed, so a server whose sockets are nearly all inbound pays almost nothing for it.
 
+A connections dump larger than one batch (~2,500 sockets) is received by a forked child while
+this process parses what came (`pipeline`): the kernel's work, done inside each `recv`, and the
+parsing then overlap on two CPUs instead of taking turns.
+
 A dump is trusted only whole: a datagram larger than the buffer (MSG_TRUNC), an NLMSG_ERROR, or an
 NLMSG_DONE carrying a negative error (the kernel cut the dump short) raise `ScanError`.
 
@@ -53,6 +57,7 @@ except ImportError:  # another interpreter: the same, in Python
 
 from ..errors import ScanError
 from ..states import LISTEN, NEW_SYN_RECV, STATE_COUNT, SYN_RECV
+from . import pipeline
 from .result import PORT_SHIFT, Listener, ScanResult, largest_per_port
 
 TYPE_CHECKING = False
@@ -86,7 +91,7 @@ _HEADER = struct.Struct("<IH")
 _ERRNO = struct.Struct("<i")
 
 BUFFER_SIZE = 64 * 1024  # the kernel sends at most 32 KiB of a dump per read
-BATCH_SIZE = 512 * 1024  # datagrams parsed together (see `Dumper.dump_batched`)
+BATCH_SIZE = 256 * 1024  # datagrams parsed together (see `Dumper.dump_batched`)
 SHORT_DATAGRAM = 16 * 1024  # shorter than the kernel's full dump datagrams: maybe the last one
 RECEIVE_TIMEOUT = 10  # seconds
 _TIMEVAL = struct.Struct("@ll")
@@ -103,6 +108,10 @@ class Dumper:
     The socket is touched only by `open`, `send`, `receive_into` and `close`: tests replace the
     class (`netlink.Dumper = ...`) with one that replays recorded buffers, without root or sockets.
     """
+
+    #: Large dumps may be received by a forked child (`pipeline`); a dumper that must see every
+    #: datagram in this process (a recorder) says False.
+    receives_in_child = True
 
     def __init__(self) -> None:
         self.buffer = bytearray(BUFFER_SIZE)  # room for one datagram
@@ -145,26 +154,35 @@ class Dumper:
     def dump_batched(self, request: bytes, on_buffer: OnBuffer) -> None:
         """`dump`, with datagrams received back to back into one BATCH_SIZE buffer and handed over
         together (records never straddle datagrams): what `on_buffer` pays per call, it pays once
-        per ~15 datagrams. A batch is handed over early when a datagram may be the dump's last
-        (short, or ending like NLMSG_DONE, or starting with another message type): receiving
-        again after the last one would wait for nothing."""
+        per ~7 datagrams. A dump that outgrows its first batch is received on by a forked child
+        while this process parses (`pipeline`), where there is a second CPU to overlap them."""
         self.send(request)
         batch = bytearray(BATCH_SIZE + 64)  # slack: the walker reads 24 bytes even at a 20-byte DONE
-        room = len(self.buffer)
         with memoryview(batch) as view:
-            filled = 0
             while True:
-                start = filled
-                length = self._received(view[start : start + room])
-                filled += length
-                message_type = _HEADER.unpack_from(view, start)[1]
-                maybe_last = (length < SHORT_DATAGRAM or message_type in (NLMSG_ERROR, NLMSG_DONE)
-                              or (length >= 20 and _HEADER.unpack_from(view, filled - 20) == (20, NLMSG_DONE))
-                              or _HEADER.unpack_from(view, filled - 16) == (16, NLMSG_DONE))
-                if maybe_last or filled + room > BATCH_SIZE:
-                    if on_buffer(view, filled):
-                        return
-                    filled = 0
+                filled, maybe_last = self.fill_batch(view)
+                if (not maybe_last and self.receives_in_child and pipeline.worthwhile()
+                        and pipeline.receive_rest(self, view, filled, len(batch), on_buffer)):
+                    return
+                if on_buffer(view, filled):
+                    return
+
+    def fill_batch(self, batch: memoryview) -> Tuple[int, bool]:
+        """Receive datagrams into `batch` until BATCH_SIZE would overflow or one may be the dump's
+        last (short, or ending like NLMSG_DONE, or starting with another message type): receiving
+        again after the last one would wait for nothing. Returns (bytes filled, maybe the last)."""
+        room = len(self.buffer)
+        filled = 0
+        while True:
+            start = filled
+            length = self._received(batch[start : start + room])
+            filled += length
+            message_type = _HEADER.unpack_from(batch, start)[1]
+            maybe_last = (length < SHORT_DATAGRAM or message_type in (NLMSG_ERROR, NLMSG_DONE)
+                          or (length >= 20 and _HEADER.unpack_from(batch, filled - 20) == (20, NLMSG_DONE))
+                          or _HEADER.unpack_from(batch, filled - 16) == (16, NLMSG_DONE))
+            if maybe_last or filled + room > BATCH_SIZE:
+                return filled, maybe_last
 
     def close(self) -> None:
         self.view.release()
