@@ -4,6 +4,8 @@ import json
 import os
 import pwd
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -113,8 +115,6 @@ def test_discovery_of_an_empty_namespace_is_an_empty_list(cli):
 def test_a_listener_held_from_another_namespace_still_names_its_process(tmp_path):
     """The walk reads our namespace's processes first; a socket only a process elsewhere holds (this
     test, back in its own namespace) is found in the second pass."""
-    import subprocess
-    import sys
 
     from netns import KeptNamespace
     from tcp_lld.processes import process_name

@@ -6,6 +6,7 @@ independent reading of the kernel's tables) taken while the sockets are held.
 
 import json
 import socket
+import subprocess
 
 import pytest
 
@@ -195,6 +196,31 @@ def test_gone_listener_stays_with_listen_zero(agent):
         assert row is not None and row["{#STATUS}"] == "gone", row
         value, error = agent.get(f"tcp.port.count[{port},LISTEN]")
         assert (value, error) == ("0", None)
+    finally:
+        lab.close()
+
+
+N_LARGE = 1500  # pairs: 3,000 ESTABLISHED records of ~124 bytes, more than one 256 KiB batch
+
+
+def test_a_dump_larger_than_one_batch_counts_exactly_through_the_agent(agent):
+    """With a second CPU, a dump past its first batch is received by a child of tcp-lld (see
+    tcp_lld/scan/pipeline.py): under the agent, as `zabbix`, the answer must still be exact, and
+    nothing of tcp-lld may stay behind once the agent has it (a child holding the agent's pipe
+    would have turned the item into a timeout)."""
+    lab = Lab()
+    (port,) = free_ports(1, 23000, 23999)
+    try:
+        lab.established(lab.listener(port, backlog=N_LARGE), N_LARGE)
+        assert ss_count("established", f"( sport = :{port} )") == N_LARGE
+        assert ss_count("established", "") >= 2 * N_LARGE  # > 256 KiB of records in one dump
+        doc = eventually(lambda: stats(agent), lambda d: d["ports"].get(str(port), {}).get("ESTABLISHED") == N_LARGE,
+                         WAIT, f"{agent.kind}: {N_LARGE} connections to {port} in tcp.port.stats")
+        assert doc["remote"][str(port)]["ESTABLISHED"] == N_LARGE  # the client ends, outbound
+        assert doc["meta"]["source"] == "netlink", doc["meta"]
+        left = subprocess.run(["pgrep", "-u", "zabbix", "-f", "/opt/tcp-lld/bin/tcp-lld"],
+                              capture_output=True, text=True)
+        assert left.stdout == "", left.stdout
     finally:
         lab.close()
 
