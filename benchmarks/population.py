@@ -455,16 +455,18 @@ def hold(pop, seconds=None):
     so the ones that did are re-created every few seconds; a hand measurement made minutes after
     the build then still sees the mix it asked for."""
     deadline = None if seconds is None else time.monotonic() + seconds
-    if seconds is None:
+    if deadline is None:
         print("Enter to exit ", end="", flush=True)
-    while deadline is None or time.monotonic() < deadline:
-        wait = TOP_UP_EVERY if deadline is None else max(0.0, min(TOP_UP_EVERY, deadline - time.monotonic()))
+    while True:
         if deadline is None:
-            if select.select([sys.stdin], [], [], wait)[0]:
+            if select.select([sys.stdin], [], [], TOP_UP_EVERY)[0]:
                 sys.stdin.readline()  # Enter, or end of input
                 return
         else:
-            time.sleep(wait)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(TOP_UP_EVERY, left))
         pop.top_up()
 
 

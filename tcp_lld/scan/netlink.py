@@ -110,7 +110,7 @@ class Dumper:
     """
 
     #: Large dumps may be received by a forked child (`pipeline`); a dumper that must see every
-    #: datagram in this process (a recorder) says False.
+    #: datagram in this process (a recorder) says False, and so does one whose fork was refused.
     receives_in_child = True
 
     def __init__(self) -> None:
@@ -161,9 +161,10 @@ class Dumper:
         with memoryview(batch) as view:
             while True:
                 filled, maybe_last = self.fill_batch(view)
-                if (not maybe_last and self.receives_in_child and pipeline.worthwhile()
-                        and pipeline.receive_rest(self, view, filled, len(batch), on_buffer)):
-                    return
+                if not maybe_last and self.receives_in_child and pipeline.worthwhile():
+                    if pipeline.receive_rest(self, view, filled, len(batch), on_buffer):
+                        return
+                    self.receives_in_child = False  # refused: not once more per batch of this scan
                 if on_buffer(view, filled):
                     return
 

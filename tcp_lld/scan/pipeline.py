@@ -29,7 +29,7 @@ from ..errors import ScanError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from mmap import mmap
-    from typing import Callable, List, NoReturn, Optional, Tuple
+    from typing import List, NoReturn, Optional, Tuple
 
     from .netlink import Dumper, OnBuffer
 
@@ -53,10 +53,9 @@ def receive_rest(dumper: Dumper, first: memoryview, first_filled: int, slot_byte
                  on_buffer: OnBuffer) -> bool:
     """Parse `first` (a full batch already received) while a child receives what follows, until
     `on_buffer` says the dump is done (or raises). False, with nothing parsed, if no child could
-    be started (a process limit, a seccomp policy): the caller then goes on alone."""
-    import mmap  # only large scans pay for it
-
-    started = _start(dumper, slot_bytes, mmap.mmap)
+    be started (a process limit, a seccomp policy): the caller then goes on alone, and should not
+    ask again for this scan."""
+    started = _start(dumper, slot_bytes)
     if started is None:
         return False
     pid, ring, ready, free = started
@@ -79,14 +78,15 @@ def receive_rest(dumper: Dumper, first: memoryview, first_filled: int, slot_byte
         ring.close()
 
 
-def _start(dumper: Dumper, slot_bytes: int,
-           shared_memory: Callable[[int, int], mmap]) -> Optional[Tuple[int, mmap, int, int]]:
+def _start(dumper: Dumper, slot_bytes: int) -> Optional[Tuple[int, mmap, int, int]]:
     """Fork the receiving child: (its pid, the ring, the read end of its notes, the write end of
     the parent's hand-backs), or None if the system refused any part of it (nothing left open)."""
+    from mmap import mmap  # only large scans pay for the import
+
     opened: List[int] = []
     ring = None
     try:
-        ring = shared_memory(-1, SLOTS * slot_bytes)
+        ring = mmap(-1, SLOTS * slot_bytes)
         ready_read, ready_write = os.pipe()
         opened += (ready_read, ready_write)
         free_read, free_write = os.pipe()
@@ -124,14 +124,14 @@ def _read_exactly(ready: int, size: int) -> bytes:
     return data
 
 
-def _receive(dumper: Dumper, ring: object, slot_bytes: int, ready: int, free: int) -> NoReturn:
+def _receive(dumper: Dumper, ring: mmap, slot_bytes: int, ready: int, free: int) -> NoReturn:
     """The child: fill the slots in turn and name each one. A slot is filled again only once the
     parent handed it back; after a batch that may be the dump's last, nothing is received until
     the parent has parsed everything: it then either hands the slots back (not the end: go on) or
     closes its pipe (the end, or a failure), and the child exits."""
     code = 0
     try:
-        with memoryview(ring) as slots:  # type: ignore[arg-type]
+        with memoryview(ring) as slots:
             outstanding, slot, maybe_last = 0, 0, False
             while True:
                 while outstanding >= SLOTS or (maybe_last and outstanding):

@@ -8,7 +8,7 @@ import pytest
 
 from netns import private_network_namespace
 from tcp_lld.namespace import ephemeral_port_range
-from tcp_lld.scan import netlink, pipeline, scan
+from tcp_lld.scan import scan
 from tcp_lld.scan.result import counts_for
 
 pytestmark = pytest.mark.root  # live sockets in a private network namespace
@@ -66,16 +66,11 @@ def test_the_sieve_leaves_ephemeral_ports_out_of_the_tally_only(crowd):
     assert inner and not inner & sieved_client_ports
 
 
-def test_a_dump_received_by_a_forked_child_counts_the_same(crowd, monkeypatch):
+def test_a_dump_received_by_a_forked_child_counts_the_same(crowd, monkeypatch, forks):
     """The kernel's own datagrams through `pipeline` (batches of one datagram, so the child takes
     all but the first), ending as a real dump ends: a short datagram, then NLMSG_DONE alone."""
-    monkeypatch.setattr(netlink, "BATCH_SIZE", 64 * 1024)
-    monkeypatch.setattr(pipeline, "worthwhile", lambda: True)
-    children = []
-    receive_rest = pipeline.receive_rest
-    monkeypatch.setattr(pipeline, "receive_rest", lambda *arguments: children.append(1) or receive_rest(*arguments))
     piped = scan("netlink", ephemeral=crowd)
-    assert children  # the connections dump (~2,900 records) spans several datagrams
+    assert forks  # the connections dump (~2,900 records) spans several datagrams
     monkeypatch.undo()
     alone = scan("netlink", ephemeral=crowd)
     assert (dict(piped.local), dict(piped.remote), piped.totals, piped.peers) == \
